@@ -1,0 +1,7 @@
+//! nextdet-engine: config loading, optimizers, LR schedules, checkpoints, the training loop,
+//! logging and metrics.
+//!
+//! This crate must not depend on the model crates' internals beyond their public configs; the
+//! config layer in [`config`] is generic YAML handling with no knowledge of any model.
+
+pub mod config;

@@ -1,0 +1,34 @@
+//! Shared plumbing for the CPU kernels: borrowing `f32` slices out of candle storages.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout, Result};
+
+/// The contiguous `f32` data a layout addresses inside a CPU storage.
+///
+/// Every public op makes its inputs contiguous first, so a strided layout here is a bug in
+/// this crate, reported as an error rather than read wrongly.
+pub(crate) fn as_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Number of rows to give each rayon task so that a task does at least `min_work` elements.
+pub(crate) fn rows_per_task(row_len: usize, min_work: usize) -> usize {
+    min_work.div_ceil(row_len.max(1)).max(1)
+}
+
+/// Adds per-task partial sums in task order, so that a reduction gives the same bits whatever
+/// the thread count or scheduling (training runs must resume exactly).
+pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut total = vec![0f32; len];
+    for part in partials {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+    }
+    total
+}

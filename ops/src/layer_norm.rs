@@ -1,0 +1,146 @@
+//! Layer normalization with learned affine parameters, forward and backward.
+//!
+//! candle's fused layer norm has no backward on contiguous input (DESIGN.md), so this one is
+//! written out: statistics per row over the last dimension, biased variance, PyTorch's
+//! `F.layer_norm` semantics. The channels-first variant of the ConvNeXt code (stem and
+//! downsampling layers, detection output norms) is the same op on a channels-last view.
+
+use crate::cpu::{as_f32, rows_per_task, sum_partials};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Normalizes `x` over its last dimension `D` and applies `weight: [D]`, `bias: [D]`.
+/// Differentiable in all three arguments.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let d = x.dim(candle_core::D::Minus1)?;
+    if weight.dims() != [d] || bias.dims() != [d] {
+        bail!("layer_norm: weight {:?} / bias {:?} do not fit last dim {d}", weight.dims(), bias.dims());
+    }
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
+}
+
+/// Layer norm over the channels of an `[N, C, H, W]` tensor (ConvNeXt's `channels_first`
+/// LayerNorm): mean and biased variance over `C` at each pixel.
+pub fn layer_norm_channels_first(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let y = layer_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?;
+    y.permute((0, 3, 1, 2))?.contiguous()
+}
+
+/// Mean and reciprocal standard deviation of one row.
+fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Forward op: `(x, weight, bias) -> y`.
+struct LayerNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s1, l1)?;
+        let w = as_f32(self.name(), s2, l2)?;
+        let b = as_f32(self.name(), s3, l3)?;
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        let rows = rows_per_task(d, 1 << 14);
+        out.par_chunks_mut(d * rows).zip(x.par_chunks(d * rows)).for_each(|(yo, xi)| {
+            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
+                let (mean, rstd) = row_stats(xr, self.eps);
+                for (((y, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *y = (v - mean) * rstd * wv + bv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &LayerNormGrad { eps: self.eps })?;
+        let (n, d) = (x.elem_count(), weight.elem_count());
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, n, d)?;
+        let db = packed.narrow(0, n + d, d)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Backward op: `(x, weight, grad_y) -> [dx, dweight, dbias]` packed flat.
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s1, l1)?;
+        let w = as_f32(self.name(), s2, l2)?;
+        let gy = as_f32(self.name(), s3, l3)?;
+        let d = w.len();
+        let mut packed = vec![0f32; x.len() + 2 * d];
+        let (dx, dwdb) = packed.split_at_mut(x.len());
+        let rows = rows_per_task(d, 1 << 14);
+        let acc = dx
+            .par_chunks_mut(d * rows)
+            .zip(x.par_chunks(d * rows))
+            .zip(gy.par_chunks(d * rows))
+            .map(|((dxo, xi), gi)| {
+                let mut acc = vec![0f32; 2 * d];
+                let mut xhat = vec![0f32; d];
+                for ((dxr, xr), gr) in dxo.chunks_mut(d).zip(xi.chunks(d)).zip(gi.chunks(d)) {
+                    let (mean, rstd) = row_stats(xr, self.eps);
+                    let (mut m1, mut m2) = (0f32, 0f32);
+                    for i in 0..d {
+                        xhat[i] = (xr[i] - mean) * rstd;
+                        let gw = gr[i] * w[i];
+                        m1 += gw;
+                        m2 += gw * xhat[i];
+                        acc[i] += gr[i] * xhat[i];
+                        acc[d + i] += gr[i];
+                    }
+                    let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                    for i in 0..d {
+                        dxr[i] = rstd * (gr[i] * w[i] - m1 - xhat[i] * m2);
+                    }
+                }
+                acc
+            })
+            .collect::<Vec<_>>();
+        dwdb.copy_from_slice(&sum_partials(acc, 2 * d));
+        let len = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(len)))
+    }
+}

@@ -1,0 +1,25 @@
+//! CPU kernels for nextdet as candle custom ops, each with a forward and a backward pass.
+//!
+//! candle's own depthwise convolution is a loop over groups and its fused layer norm has no
+//! backward (see DESIGN.md, "Known candle gaps"), so the ConvNeXt block is built from the ops
+//! here. All kernels work on `f32`, run on rayon's pool, and accept any layout (inputs are made
+//! contiguous at the API boundary).
+//!
+//! ConvNeXt works channels-last: a stage keeps its activations as `[N, H, W, C]` from the
+//! depthwise convolution to the residual, so that layer norm, the pointwise linears and the
+//! fused elementwise steps all run over contiguous channel rows.
+
+mod cpu;
+pub mod depthwise_conv;
+pub mod drop_path;
+pub mod gelu;
+pub mod layer_norm;
+pub mod params;
+pub mod residual;
+
+pub use depthwise_conv::{depthwise_conv2d_nchw, depthwise_conv2d_nhwc};
+pub use drop_path::drop_path;
+pub use gelu::bias_gelu;
+pub use layer_norm::{layer_norm, layer_norm_channels_first};
+pub use params::{Init, LoadReport, ParamStore, Scope};
+pub use residual::layer_scale_residual;

@@ -1,0 +1,81 @@
+//! The fused ConvNeXt steps against the same computation in plain candle ops (whose forward and
+//! backward candle already defines), and DropPath's per-sample semantics.
+
+use candle_core::{Device, Tensor, Var};
+use rand::SeedableRng;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    // A deterministic spread of values without depending on candle's RNG.
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn bias_gelu_matches_erf_gelu_and_its_gradient() {
+    let x = Var::from_tensor(&randn(&[37, 24], 1)).unwrap();
+    let b = Var::from_tensor(&randn(&[24], 2)).unwrap();
+    let gy = randn(&[37, 24], 3);
+    let fused = nextdet_ops::bias_gelu(x.as_tensor(), b.as_tensor()).unwrap();
+    let plain = x.as_tensor().broadcast_add(b.as_tensor()).unwrap().gelu_erf().unwrap();
+    assert!(max_diff(&fused, &plain) < 1e-5, "forward diff {}", max_diff(&fused, &plain));
+    let gf = (&fused * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gp = (&plain * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_diff(gf.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-4);
+    assert!(max_diff(gf.get(&b).unwrap(), gp.get(&b).unwrap()) < 1e-3);
+}
+
+#[test]
+fn layer_scale_residual_matches_plain_ops_and_gradients() {
+    let y = Var::from_tensor(&randn(&[5, 3, 16], 4)).unwrap();
+    let s = Var::from_tensor(&randn(&[5, 3, 16], 5)).unwrap();
+    let b = Var::from_tensor(&randn(&[16], 6)).unwrap();
+    let g = Var::from_tensor(&randn(&[16], 7)).unwrap();
+    let gy = randn(&[5, 3, 16], 8);
+    let fused =
+        nextdet_ops::layer_scale_residual(y.as_tensor(), b.as_tensor(), Some(g.as_tensor()), s.as_tensor()).unwrap();
+    let plain = (y.as_tensor().broadcast_add(b.as_tensor()).unwrap().broadcast_mul(g.as_tensor()).unwrap()
+        + s.as_tensor())
+    .unwrap();
+    assert!(max_diff(&fused, &plain) < 1e-5);
+    let gf = (&fused * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gp = (&plain * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&y, &s, &b, &g] {
+        let d = max_diff(gf.get(v).expect("fused grad"), gp.get(v).expect("plain grad"));
+        assert!(d < 1e-3, "gradient diff {d}");
+    }
+}
+
+#[test]
+fn drop_path_is_identity_in_eval_and_per_sample_in_training() {
+    let x = (randn(&[64, 4, 3], 9).abs().unwrap() + 1.0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let eval = nextdet_ops::drop_path(&x, 0.5, false, &mut rng).unwrap();
+    assert_eq!(max_diff(&eval, &x), 0.0);
+    let v = Var::from_tensor(&x).unwrap();
+    let y = nextdet_ops::drop_path(v.as_tensor(), 0.25, true, &mut rng).unwrap();
+    let ratio = (&y / &x).unwrap().to_vec3::<f32>().unwrap();
+    let mut kept = 0;
+    for sample in &ratio {
+        let r = sample[0][0];
+        assert!(r == 0.0 || (r - 1.0 / 0.75).abs() < 1e-6, "scale {r}");
+        assert!(sample.iter().flatten().all(|&q| (q - r).abs() < 1e-6), "one scale per sample");
+        kept += (r > 0.0) as usize;
+    }
+    assert!((30..64).contains(&kept), "kept {kept} of 64 at p=0.25");
+    let grad = y.sum_all().unwrap().backward().unwrap();
+    let gx = grad.get(&v).unwrap().to_vec3::<f32>().unwrap();
+    for (gs, rs) in gx.iter().zip(&ratio) {
+        assert!((gs[0][0] - rs[0][0]).abs() < 1e-6, "gradient is the sample scale");
+    }
+}
