@@ -1,0 +1,51 @@
+//! ConvNeXt-isotropic: a 16x16 patch stem and a single stack of ConvNeXt blocks at stride 16,
+//! with the official names (`stem`, `blocks.i`, `norm`, `head`).
+
+use crate::config::IsotropicConfig;
+use crate::layers::{drop_path_rates, Block, DropRng, Linear, Norm, PatchConv, INIT_STD};
+use crate::Classifier;
+use candle_core::{Result, Tensor};
+use nextdet_ops::{Init, Scope};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::sync::{Arc, Mutex};
+
+/// The isotropic ConvNeXt classifier.
+pub struct IsotropicClassifier {
+    stem: PatchConv,
+    blocks: Vec<Block>,
+    norm: Norm,
+    head: Linear,
+    num_classes: usize,
+}
+
+impl IsotropicClassifier {
+    /// The classifier with `num_classes` outputs, parameters under `scope`.
+    pub fn new(cfg: &IsotropicConfig, num_classes: usize, scope: &Scope, seed: u64) -> Result<Self> {
+        let (depth, dim) = cfg.depth_dim().map_err(candle_core::Error::msg)?;
+        let rng: DropRng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let stem = PatchConv::new(&scope.pp("stem"), cfg.in_chans, dim, 16)?;
+        let blocks = drop_path_rates(cfg.drop_path_rate, depth)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rate)| Block::new(&scope.pp("blocks").pp(i), dim, rate, cfg.layer_scale_init_value, rng.clone()))
+            .collect::<Result<_>>()?;
+        let norm = Norm::new(&scope.pp("norm"), dim)?;
+        let head = Linear::new(&scope.pp("head"), dim, num_classes, Init::TruncNormal { std: INIT_STD })?;
+        Ok(Self { stem, blocks, norm, head, num_classes })
+    }
+}
+
+impl Classifier for IsotropicClassifier {
+    fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward_nchw(images)?;
+        for block in &self.blocks {
+            x = block.forward(&x, train)?;
+        }
+        self.head.forward(&self.norm.forward(&x.mean((1, 2))?)?)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+}

@@ -1,0 +1,172 @@
+//! Layers shared by the ConvNeXt family: affine layer norm, linear, patchify convolution and the
+//! ConvNeXt block, all channels-last (`[N, H, W, C]`).
+
+use candle_core::{Result, Tensor};
+use nextdet_ops::{bias_gelu, depthwise_conv2d_nhwc, drop_path, layer_norm, layer_scale_residual, Init, Scope};
+use rand::rngs::StdRng;
+use std::sync::Mutex;
+
+/// ConvNeXt's layer-norm epsilon, the same everywhere in the model.
+pub const LN_EPS: f64 = 1e-6;
+/// Standard deviation of ConvNeXt's truncated-normal init for convolutions and linears.
+pub const INIT_STD: f64 = 0.02;
+
+/// A layer norm over the last dimension with `weight` and `bias` parameters.
+pub struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    /// Parameters `scope.weight` (ones) and `scope.bias` (zeros) of size `dim`.
+    pub fn new(scope: &Scope, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: scope.param("weight", dim, Init::Const(1.0))?,
+            bias: scope.param("bias", dim, Init::Const(0.0))?,
+        })
+    }
+
+    /// Normalizes the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, LN_EPS)
+    }
+}
+
+/// A fully connected layer, PyTorch's `nn.Linear` (`weight: [out, in]`).
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Parameters `scope.weight` and `scope.bias` with the given init for the weight.
+    pub fn new(scope: &Scope, inp: usize, out: usize, init: Init) -> Result<Self> {
+        Ok(Self { weight: scope.param("weight", (out, inp), init)?, bias: scope.param("bias", out, Init::Const(0.0))? })
+    }
+
+    /// `x @ weight^T` without the bias, on `[..., in]` (for callers that fuse the bias).
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let inp = dims.pop().unwrap_or(1);
+        let rows = x.elem_count() / inp.max(1);
+        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
+        dims.push(self.weight.dim(0)?);
+        y.reshape(dims)
+    }
+
+    /// `x @ weight^T + bias` on `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.matmul(x)?.broadcast_add(&self.bias)
+    }
+
+    /// The bias, for callers that fuse it into the next step.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+}
+
+/// A convolution whose kernel equals its stride (ConvNeXt's stem and downsampling layers),
+/// computed as one matrix multiply over non-overlapping patches.
+pub struct PatchConv {
+    weight: Tensor,
+    bias: Tensor,
+    k: usize,
+}
+
+impl PatchConv {
+    /// Parameters `scope.weight: [out, inp, k, k]` and `scope.bias: [out]`.
+    pub fn new(scope: &Scope, inp: usize, out: usize, k: usize) -> Result<Self> {
+        let weight = scope.param("weight", (out, inp, k, k), Init::TruncNormal { std: INIT_STD })?;
+        Ok(Self { weight, bias: scope.param("bias", out, Init::Const(0.0))?, k })
+    }
+
+    /// `[N, C, H, W]` (an image batch) to channels-last `[N, H/k, W/k, out]`.
+    pub fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let (ho, wo, k) = (h / self.k, w / self.k, self.k);
+        let x = x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?;
+        let patches = x.reshape((n, c, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?;
+        self.project(&patches, n, ho, wo)
+    }
+
+    /// Channels-last `[N, H, W, C]` to `[N, H/k, W/k, out]`.
+    pub fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let (ho, wo, k) = (h / self.k, w / self.k, self.k);
+        let x = x.narrow(1, 0, ho * k)?.narrow(2, 0, wo * k)?;
+        let patches = x.reshape((n, ho, k, wo, k, c))?.permute((0, 1, 3, 5, 2, 4))?;
+        self.project(&patches, n, ho, wo)
+    }
+
+    /// `patches: [N, Ho, Wo, C, k, k]` (any strides) times the flattened kernel.
+    fn project(&self, patches: &Tensor, n: usize, ho: usize, wo: usize) -> Result<Tensor> {
+        let out = self.weight.dim(0)?;
+        let flat = self.weight.elem_count() / out;
+        let y = patches.contiguous()?.reshape((n * ho * wo, flat))?;
+        let y = y.matmul(&self.weight.reshape((out, flat))?.t()?)?.broadcast_add(&self.bias)?;
+        y.reshape((n, ho, wo, out))
+    }
+}
+
+/// The source of stochastic-depth decisions, shared by a model's blocks.
+pub type DropRng = std::sync::Arc<Mutex<StdRng>>;
+
+/// The ConvNeXt block: depthwise 7x7, layer norm, linear to 4C, GELU, linear back to C, layer
+/// scale, stochastic depth and the residual. Names follow the official code
+/// (`dwconv`, `norm`, `pwconv1`, `pwconv2`, `gamma`).
+pub struct Block {
+    dw_weight: Tensor,
+    dw_bias: Tensor,
+    norm: Norm,
+    pwconv1: Linear,
+    pwconv2: Linear,
+    gamma: Option<Tensor>,
+    drop_path: f64,
+    rng: DropRng,
+}
+
+impl Block {
+    /// A block of `dim` channels with its stochastic-depth rate and layer-scale init (no `gamma`
+    /// when `layer_scale <= 0`).
+    pub fn new(scope: &Scope, dim: usize, drop_path: f64, layer_scale: f64, rng: DropRng) -> Result<Self> {
+        let dw = scope.pp("dwconv");
+        let trunc = Init::TruncNormal { std: INIT_STD };
+        Ok(Self {
+            dw_weight: dw.param("weight", (dim, 1, 7, 7), trunc)?,
+            dw_bias: dw.param("bias", dim, Init::Const(0.0))?,
+            norm: Norm::new(&scope.pp("norm"), dim)?,
+            pwconv1: Linear::new(&scope.pp("pwconv1"), dim, 4 * dim, trunc)?,
+            pwconv2: Linear::new(&scope.pp("pwconv2"), 4 * dim, dim, trunc)?,
+            gamma: if layer_scale > 0.0 { Some(scope.param("gamma", dim, Init::Const(layer_scale))?) } else { None },
+            drop_path,
+            rng,
+        })
+    }
+
+    /// Channels-last `[N, H, W, C]` in and out.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = depthwise_conv2d_nhwc(x, &self.dw_weight, &self.dw_bias)?;
+        let y = self.norm.forward(&y)?;
+        let y = bias_gelu(&self.pwconv1.matmul(&y)?, self.pwconv1.bias())?;
+        let y = self.pwconv2.matmul(&y)?;
+        if train && self.drop_path > 0.0 {
+            let branch = y.broadcast_add(self.pwconv2.bias())?;
+            let branch = match &self.gamma {
+                Some(g) => branch.broadcast_mul(g)?,
+                None => branch,
+            };
+            let mut rng = self.rng.lock().expect("drop-path rng");
+            return x + drop_path(&branch, self.drop_path, true, &mut *rng)?;
+        }
+        layer_scale_residual(&y, self.pwconv2.bias(), self.gamma.as_ref(), x)
+    }
+}
+
+/// Per-block stochastic-depth rates: linear from 0 to `rate` over `blocks` blocks.
+pub fn drop_path_rates(rate: f64, blocks: usize) -> Vec<f64> {
+    match blocks {
+        0 => vec![],
+        1 => vec![0.0],
+        n => (0..n).map(|i| rate * i as f64 / (n - 1) as f64).collect(),
+    }
+}

@@ -1,0 +1,62 @@
+//! Backbones for nextdet: ConvNeXt (T/S/B/L/XL and small CPU presets), ConvNeXt-isotropic and
+//! ResNet-50/101, each with a classification head and a detection mode behind [`Backbone`].
+//!
+//! Parameter names are those of the published checkpoints (facebookresearch ConvNeXt,
+//! torchvision ResNet), so `weights::load_checkpoint` fills a model without renaming tables
+//! in the model code.
+
+pub mod config;
+pub mod convnext;
+pub mod isotropic;
+pub mod layers;
+pub mod resnet;
+pub mod weights;
+
+use candle_core::{Result, Tensor};
+
+pub use config::{BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig};
+
+/// A feature extractor for detection: images in, one feature map per selected stage out.
+pub trait Backbone: Send + Sync {
+    /// `images: [N, 3, H, W]` to the selected stage outputs, each `[N, C_i, H / s_i, W / s_i]`.
+    fn forward(&self, images: &Tensor, train: bool) -> Result<Vec<Tensor>>;
+    /// Channels of each output, in output order (what an FPN needs as `in_channels`).
+    fn out_channels(&self) -> Vec<usize>;
+    /// Stride of each output relative to the input, in output order.
+    fn strides(&self) -> Vec<usize>;
+}
+
+/// A whole image classifier: images in, class logits out.
+pub trait Classifier: Send + Sync {
+    /// `images: [N, 3, H, W]` to logits `[N, num_classes]`.
+    fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor>;
+    /// Number of output classes.
+    fn num_classes(&self) -> usize;
+}
+
+/// Builds the detection-mode backbone a config describes, its parameters under `scope`.
+pub fn build_backbone(cfg: &BackboneConfig, scope: &nextdet_ops::Scope, seed: u64) -> Result<Box<dyn Backbone>> {
+    Ok(match cfg {
+        BackboneConfig::ConvNeXt(c) => Box::new(convnext::ConvNeXtBackbone::new(c, scope, seed)?),
+        BackboneConfig::ConvNeXtIsotropic(_) => {
+            candle_core::bail!("ConvNeXtIsotropic has a single stride-16 output and no detection mode yet")
+        }
+        BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_backbone(c, scope)?),
+    })
+}
+
+/// Builds the classifier (trunk and head) a config describes, its parameters under `scope`.
+pub fn build_classifier(
+    cfg: &BackboneConfig,
+    num_classes: usize,
+    scope: &nextdet_ops::Scope,
+    seed: u64,
+) -> Result<Box<dyn Classifier>> {
+    Ok(match cfg {
+        BackboneConfig::ConvNeXt(c) => Box::new(convnext::ConvNeXtClassifier::new(c, num_classes, scope, seed)?),
+        BackboneConfig::ConvNeXtIsotropic(c) => {
+            Box::new(isotropic::IsotropicClassifier::new(c, num_classes, scope, seed)?)
+        }
+        BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_classifier(c, num_classes, scope)?),
+    })
+}

@@ -1,0 +1,187 @@
+//! Reading published checkpoints into a model's [`ParamStore`], whatever their layout.
+//!
+//! Detected, not declared: PyTorch `.pth` zip archives (a bare state dict, or one under
+//! `model`, `state_dict` or `module`) and safetensors files; keys with a `module.` prefix
+//! (DataParallel); timm's ConvNeXt names (`stem.0`, `stages.1.downsample.1`,
+//! `stages.0.blocks.2.conv_dw`, `mlp.fc1`, `head.fc`), renamed to the official ones; mmdetection
+//! detector checkpoints (`backbone.`, `neck.`, ... prefixes); torchvision ResNet names as they are.
+
+use candle_core::{Device, Tensor};
+use nextdet_ops::params::LoadReport;
+use nextdet_ops::ParamStore;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint could not be used; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file does not exist.
+    #[error("{0}: no such checkpoint file")]
+    NotFound(PathBuf),
+    /// Neither a PyTorch zip archive nor a safetensors file.
+    #[error("{0}: not a checkpoint (expected a PyTorch .pth zip archive or a safetensors file)")]
+    UnknownFormat(PathBuf),
+    /// The format was recognised but reading failed (truncated, corrupt).
+    #[error("{path}: cannot read checkpoint ({reason}); the file may be truncated or corrupt")]
+    Unreadable { path: PathBuf, reason: String },
+    /// The tensors do not fit the model.
+    #[error("{path}: checkpoint does not fit this model: {details}")]
+    Mismatch { path: PathBuf, details: String },
+}
+
+/// What a load did, for the caller to print.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    /// Names and shapes that did not match.
+    pub report: LoadReport,
+    /// Human-readable notes: the detected layout, a dropped classifier head, ignored parts.
+    pub notes: Vec<String>,
+}
+
+/// Reads every tensor of a checkpoint file onto the CPU, keyed by its name in the file.
+pub fn read_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
+    let unreadable = |reason: String| WeightsError::Unreadable { path: path.to_path_buf(), reason };
+    let mut magic = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .map_err(|_| WeightsError::NotFound(path.to_path_buf()))?
+        .read(&mut magic)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if n >= 4 && magic[..4] == *b"PK\x03\x04" {
+        for key in ["state_dict", "model", "module"] {
+            if let Ok(list) = candle_core::pickle::read_all_with_key(path, Some(key)) {
+                if !list.is_empty() {
+                    return Ok(list.into_iter().collect());
+                }
+            }
+        }
+        let list = candle_core::pickle::read_all_with_key(path, None).map_err(|e| unreadable(e.to_string()))?;
+        if list.is_empty() {
+            return Err(unreadable("no tensors found in the archive".into()));
+        }
+        return Ok(list.into_iter().collect());
+    }
+    let header_len = if n >= 9 { u64::from_le_bytes(magic[..8].try_into().expect("8 bytes")) } else { 0 };
+    if n >= 9 && magic[8] == b'{' && header_len > 0 {
+        return candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| unreadable(e.to_string()));
+    }
+    Err(WeightsError::UnknownFormat(path.to_path_buf()))
+}
+
+/// Renames one timm ConvNeXt key to the official layout; other keys pass unchanged.
+fn timm_to_official(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let rest = |from: usize| parts[from..].join(".");
+    match parts.as_slice() {
+        ["stem", i, ..] => format!("downsample_layers.0.{i}.{}", rest(2)),
+        ["stages", s, "downsample", i, ..] => format!("downsample_layers.{s}.{i}.{}", rest(4)),
+        ["stages", s, "blocks", b, "conv_dw", ..] => format!("stages.{s}.{b}.dwconv.{}", rest(5)),
+        ["stages", s, "blocks", b, "mlp", "fc1", ..] => format!("stages.{s}.{b}.pwconv1.{}", rest(6)),
+        ["stages", s, "blocks", b, "mlp", "fc2", ..] => format!("stages.{s}.{b}.pwconv2.{}", rest(6)),
+        ["stages", s, "blocks", b, ..] => format!("stages.{s}.{b}.{}", rest(4)),
+        ["head", "norm", ..] => format!("norm.{}", rest(2)),
+        ["head", "fc", ..] => format!("head.{}", rest(2)),
+        _ => name.to_string(),
+    }
+}
+
+/// True when the keys are timm's ConvNeXt names rather than the official ones.
+fn is_timm_convnext(names: &[&str]) -> bool {
+    names.iter().any(|k| k.starts_with("stem.0.") || k.starts_with("stages.") && k.contains(".blocks."))
+}
+
+/// Brings checkpoint names to the model's: strips `module.`, moves between detector
+/// (`backbone.`-prefixed) and bare-backbone naming, renames timm keys. Returns the renamed
+/// tensors and notes on what was detected or set aside.
+fn to_model_names(tensors: HashMap<String, Tensor>, model_is_detector: bool) -> (HashMap<String, Tensor>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut tensors: HashMap<String, Tensor> = if tensors.keys().all(|k| k.starts_with("module.")) {
+        notes.push("stripped the `module.` prefix".into());
+        tensors.into_iter().map(|(k, v)| (k["module.".len()..].to_string(), v)).collect()
+    } else {
+        tensors
+    };
+    let has_detector_keys = tensors.keys().any(|k| k.starts_with("backbone."));
+    if has_detector_keys && !model_is_detector {
+        let before = tensors.len();
+        tensors =
+            tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("backbone.").map(|b| (b.to_string(), v))).collect();
+        notes.push(format!(
+            "detector checkpoint: took the backbone, ignored {} other tensors (neck, heads)",
+            before - tensors.len()
+        ));
+    }
+    let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    if is_timm_convnext(&names) {
+        notes.push("timm ConvNeXt layout, renamed to the official names".into());
+        tensors = tensors.into_iter().map(|(k, v)| (timm_to_official(&k), v)).collect();
+    }
+    if model_is_detector && !has_detector_keys {
+        notes.push("classification checkpoint loaded as the detector's backbone".into());
+        tensors = tensors.into_iter().map(|(k, v)| (format!("backbone.{k}"), v)).collect();
+    }
+    (tensors, notes)
+}
+
+/// Drops a classifier head (`head.*`, `fc.*`) whose class count differs from the model's, so
+/// that an ImageNet checkpoint can start a fine-tune with another number of classes.
+fn drop_mismatched_head(tensors: &mut HashMap<String, Tensor>, model: &HashMap<String, Vec<usize>>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for head in ["head", "fc"] {
+        let w = format!("{head}.weight");
+        if let (Some(t), Some(shape)) = (tensors.get(&w), model.get(&w)) {
+            if t.dims() != shape.as_slice() {
+                notes.push(format!(
+                    "warning: dropped the checkpoint's `{head}` ({} classes); the model's {} classes start from their init",
+                    t.dims()[0],
+                    shape[0]
+                ));
+                tensors.remove(&w);
+                tensors.remove(&format!("{head}.bias"));
+            }
+        }
+    }
+    notes
+}
+
+/// Loads the checkpoint at `path` into `store`. With `strict`, any missing, unexpected or
+/// mis-shaped tensor is an error listing them by name; otherwise the outcome reports them.
+pub fn load_checkpoint(store: &ParamStore, path: &Path, strict: bool) -> Result<LoadOutcome, WeightsError> {
+    let model: HashMap<String, Vec<usize>> = store.tensors().into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+    let is_detector = model.keys().any(|k| k.starts_with("backbone."));
+    let (mut tensors, mut notes) = to_model_names(read_checkpoint(path)?, is_detector);
+    notes.extend(drop_mismatched_head(&mut tensors, &model));
+    let report = store
+        .load(&tensors)
+        .map_err(|e| WeightsError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+    if strict && !report.is_exact() {
+        return Err(WeightsError::Mismatch { path: path.to_path_buf(), details: describe(&report) });
+    }
+    Ok(LoadOutcome { report, notes })
+}
+
+/// One line summarising a load report, with up to three names of each kind.
+pub fn describe(report: &LoadReport) -> String {
+    fn some(names: &[String]) -> String {
+        let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+        let more = if names.len() > 3 { format!(", ... ({} more)", names.len() - 3) } else { String::new() };
+        format!("{}{more}", shown.join(", "))
+    }
+    let mut parts = Vec::new();
+    if !report.missing.is_empty() {
+        parts.push(format!("{} missing ({})", report.missing.len(), some(&report.missing)));
+    }
+    if !report.unexpected.is_empty() {
+        parts.push(format!("{} unexpected ({})", report.unexpected.len(), some(&report.unexpected)));
+    }
+    if !report.mismatched.is_empty() {
+        let shapes: Vec<String> =
+            report.mismatched.iter().map(|(n, m, c)| format!("{n}: model {m:?} vs checkpoint {c:?}")).collect();
+        parts.push(format!("{} mis-shaped ({})", shapes.len(), some(&shapes)));
+    }
+    if parts.is_empty() {
+        "all tensors matched".into()
+    } else {
+        parts.join("; ")
+    }
+}

@@ -1,0 +1,70 @@
+//! Whole models assembled from a config's `model` section through one builder.
+//!
+//! This release builds `ImageClassifier` (any backbone with its classification head); the
+//! detectors (`MaskRCNN`, `CascadeRCNN`) will come through the same [`ModelConfig`] enum.
+
+use candle_core::{Result, Tensor};
+use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
+use nextdet_ops::ParamStore;
+use serde::Deserialize;
+
+/// The `model` section of a config, chosen by its `type` key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type")]
+pub enum ModelConfig {
+    /// An image classifier: a backbone and its classification head.
+    ImageClassifier(ImageClassifierConfig),
+}
+
+/// `model: {type: ImageClassifier, backbone: {...}, num_classes: N}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageClassifierConfig {
+    /// The trunk; its family decides the head's parameter names.
+    pub backbone: BackboneConfig,
+    /// Number of classes (1000 for ImageNet-1k, 21841 for ImageNet-22k).
+    pub num_classes: usize,
+}
+
+/// A built image classifier and the parameters it reads from.
+pub struct ImageClassifier {
+    net: Box<dyn Classifier>,
+    params: ParamStore,
+}
+
+impl ImageClassifier {
+    /// Builds the classifier on `store`'s device, parameters initialised from `seed`.
+    pub fn new(cfg: &ImageClassifierConfig, params: ParamStore, seed: u64) -> Result<Self> {
+        let net = build_classifier(&cfg.backbone, cfg.num_classes, &params.root(), seed)?;
+        Ok(Self { net, params })
+    }
+
+    /// `images: [N, 3, H, W]`, normalized, to logits `[N, num_classes]`.
+    pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.net.forward(images, train)
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.net.num_classes()
+    }
+
+    /// The parameters (to load a checkpoint into, or to train).
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+}
+
+/// Any model a config can describe.
+pub enum Model {
+    /// See [`ImageClassifier`].
+    Classifier(ImageClassifier),
+}
+
+/// Builds the model a `model` section describes, on `device`, initialised from `seed`.
+pub fn build_model(cfg: &ModelConfig, device: &candle_core::Device, seed: u64) -> Result<Model> {
+    let params = ParamStore::new(device, seed);
+    Ok(match cfg {
+        ModelConfig::ImageClassifier(c) => Model::Classifier(ImageClassifier::new(c, params, seed)?),
+    })
+}
