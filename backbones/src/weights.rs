@@ -90,10 +90,9 @@ fn is_timm_convnext(names: &[&str]) -> bool {
     names.iter().any(|k| k.starts_with("stem.0.") || k.starts_with("stages.") && k.contains(".blocks."))
 }
 
-/// Brings checkpoint names to the model's: strips `module.`, moves between detector
-/// (`backbone.`-prefixed) and bare-backbone naming, renames timm keys. Returns the renamed
-/// tensors and notes on what was detected or set aside.
-fn to_model_names(tensors: HashMap<String, Tensor>, model_is_detector: bool) -> (HashMap<String, Tensor>, Vec<String>) {
+/// Strips a `module.` prefix and renames timm ConvNeXt keys to the official layout; returns the
+/// tensors and notes on what was detected.
+fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>, Vec<String>) {
     let mut notes = Vec::new();
     let mut tensors: HashMap<String, Tensor> = if tensors.keys().all(|k| k.starts_with("module.")) {
         notes.push("stripped the `module.` prefix".into());
@@ -101,7 +100,26 @@ fn to_model_names(tensors: HashMap<String, Tensor>, model_is_detector: bool) -> 
     } else {
         tensors
     };
-    let has_detector_keys = tensors.keys().any(|k| k.starts_with("backbone."));
+    let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    if is_timm_convnext(&names) {
+        notes.push("timm ConvNeXt layout, renamed to the official names".into());
+        tensors = tensors.into_iter().map(|(k, v)| (timm_to_official(&k), v)).collect();
+    }
+    (tensors, notes)
+}
+
+/// Reads a checkpoint and brings its names to the official layout (see [`canonical_names`]);
+/// what `nextdet convert-weights` writes.
+pub fn read_canonical(path: &Path) -> Result<(HashMap<String, Tensor>, Vec<String>), WeightsError> {
+    Ok(canonical_names(read_checkpoint(path)?))
+}
+
+/// Brings checkpoint names to the model's: the canonical names, then between detector
+/// (`backbone.`-prefixed) and bare-backbone naming. Returns the renamed tensors and notes on
+/// what was detected or set aside.
+fn to_model_names(tensors: HashMap<String, Tensor>, model_is_detector: bool) -> (HashMap<String, Tensor>, Vec<String>) {
+    let has_detector_keys = tensors.keys().any(|k| k.starts_with("backbone.") || k.starts_with("module.backbone."));
+    let (mut tensors, mut notes) = canonical_names(tensors);
     if has_detector_keys && !model_is_detector {
         let before = tensors.len();
         tensors =
@@ -110,11 +128,9 @@ fn to_model_names(tensors: HashMap<String, Tensor>, model_is_detector: bool) -> 
             "detector checkpoint: took the backbone, ignored {} other tensors (neck, heads)",
             before - tensors.len()
         ));
-    }
-    let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
-    if is_timm_convnext(&names) {
-        notes.push("timm ConvNeXt layout, renamed to the official names".into());
-        tensors = tensors.into_iter().map(|(k, v)| (timm_to_official(&k), v)).collect();
+        let (renamed, more) = canonical_names(tensors);
+        tensors = renamed;
+        notes.extend(more);
     }
     if model_is_detector && !has_detector_keys {
         notes.push("classification checkpoint loaded as the detector's backbone".into());

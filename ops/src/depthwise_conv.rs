@@ -4,7 +4,7 @@
 //! The kernel works channels-last so that its innermost loop runs over contiguous channels; the
 //! weight keeps PyTorch's `[C, 1, k, k]` shape so checkpoints load unchanged.
 
-use crate::cpu::{as_f32, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -38,18 +38,49 @@ struct Geom {
     k: usize,
 }
 
+/// Channels handled together by the vectorized kernels.
+const LANES: usize = 16;
+/// Output pixels accumulated together in registers by the forward kernel.
+const PIX: usize = 4;
+
 impl Geom {
     fn of(x: &Layout, w: &Layout) -> Result<Self> {
         let (n, h, wd, c) = x.shape().dims4()?;
         let (_, _, k, _) = w.shape().dims4()?;
         Ok(Self { n, h, w: wd, c, k })
     }
-    fn pad(&self) -> isize {
-        (self.k / 2) as isize
+    fn pad(&self) -> usize {
+        self.k / 2
     }
     fn row_len(&self) -> usize {
         self.w * self.c
     }
+    /// Rows of a zero-padded image.
+    fn padded_h(&self) -> usize {
+        self.h + 2 * self.pad()
+    }
+    /// Columns of a zero-padded image: the padding plus `PIX - 1` spare zero columns, so that a
+    /// block of `PIX` output pixels never reads past a row.
+    fn padded_w(&self) -> usize {
+        self.w + 2 * self.pad() + PIX - 1
+    }
+    fn padded_image_len(&self) -> usize {
+        self.padded_h() * self.padded_w() * self.c
+    }
+}
+
+/// Copies `[N, H, W, C]` into a zero-padded `[N, Hp, Wp, C]` buffer (see [`Geom::padded_w`]),
+/// so that the kernels need no boundary tests.
+fn pad_images(x: &[f32], g: Geom) -> Vec<f32> {
+    let (p, wp) = (g.pad(), g.padded_w());
+    let mut out = vec![0f32; g.n * g.padded_image_len()];
+    out.par_chunks_mut(g.padded_image_len()).enumerate().for_each(|(n, img)| {
+        for h in 0..g.h {
+            let src = &x[(n * g.h + h) * g.row_len()..][..g.row_len()];
+            img[((h + p) * wp + p) * g.c..][..g.row_len()].copy_from_slice(src);
+        }
+    });
+    out
 }
 
 /// Reorders `[C, 1, k, k]` into `[k, k, C]` taps, optionally flipped in both spatial axes
@@ -67,86 +98,163 @@ fn taps_channels_last(weight: &[f32], c: usize, k: usize, flip: bool) -> Vec<f32
     taps
 }
 
-/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows.
-fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> {
-    let row = g.row_len();
-    let mut out = vec![0f32; g.n * g.h * row];
-    let p = g.pad();
-    let chunk_rows = rows_per_task(row * g.k * g.k, 1 << 16);
-    out.par_chunks_mut(row * chunk_rows).enumerate().for_each(|(chunk, out_rows)| {
-        for (r, out_row) in out_rows.chunks_mut(row).enumerate() {
-            let global = chunk * chunk_rows + r;
-            let (n, h) = (global / g.h, global % g.h);
-            match bias {
-                Some(b) => out_row.chunks_mut(g.c).for_each(|px| px.copy_from_slice(b)),
-                None => out_row.fill(0.0),
-            }
-            for i in 0..g.k {
-                let hh = h as isize + i as isize - p;
-                if hh < 0 || hh >= g.h as isize {
-                    continue;
-                }
-                let in_row = &x[(n * g.h + hh as usize) * row..][..row];
-                for j in 0..g.k {
-                    let tap = &taps[(i * g.k + j) * g.c..][..g.c];
-                    let shift = j as isize - p;
-                    let w_lo = (-shift).max(0) as usize;
-                    let w_hi = (g.w as isize - shift).min(g.w as isize).max(0) as usize;
-                    for wo in w_lo..w_hi {
-                        let wi = (wo as isize + shift) as usize;
-                        let src = &in_row[wi * g.c..][..g.c];
-                        let dst = &mut out_row[wo * g.c..][..g.c];
-                        for ((d, s), t) in dst.iter_mut().zip(src).zip(tap) {
-                            *d += s * t;
+/// A fixed-size view of `LANES` values starting at `at`.
+#[inline(always)]
+fn lanes(v: &[f32], at: usize) -> &[f32; LANES] {
+    v[at..at + LANES].try_into().expect("LANES values")
+}
+
+/// One output row for kernel size `K`: blocks of `PIX` pixels x `LANES` channels accumulate
+/// all `K * K` taps in registers before one store. Channels past the last full block take the
+/// scalar path.
+#[inline(always)]
+fn conv_row_k<const K: usize>(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom) {
+    let (c, w, wp) = (g.c, g.w, g.padded_w());
+    let full = c / LANES * LANES;
+    for c0 in (0..full).step_by(LANES) {
+        for w0 in (0..w).step_by(PIX) {
+            let mut acc = [bias.map_or([0f32; LANES], |b| *lanes(b, c0)); PIX];
+            for i in 0..K {
+                let row = &xp[(h + i) * wp * c..][..wp * c];
+                for j in 0..K {
+                    let t = lanes(taps, (i * K + j) * c + c0);
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let s = lanes(row, (w0 + p + j) * c + c0);
+                        for l in 0..LANES {
+                            a[l] += s[l] * t[l];
                         }
                     }
                 }
             }
+            for (p, a) in acc.iter().enumerate().take(w - w0) {
+                out[(w0 + p) * c + c0..][..LANES].copy_from_slice(a);
+            }
         }
-    });
+    }
+    conv_row_scalar(out, xp, h, taps, bias, g, full);
+}
+
+/// Channels `from..C` of one output row, one value at a time (any kernel size).
+#[inline(always)]
+fn conv_row_scalar(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom, from: usize) {
+    let (c, k, wp) = (g.c, g.k, g.padded_w());
+    for wo in 0..g.w {
+        for ch in from..c {
+            let mut a = bias.map_or(0.0, |b| b[ch]);
+            for i in 0..k {
+                for j in 0..k {
+                    a += xp[((h + i) * wp + wo + j) * c + ch] * taps[(i * k + j) * c + ch];
+                }
+            }
+            out[wo * c + ch] = a;
+        }
+    }
+}
+
+multiversion! {
+    /// Output row `h` of one image from its padded input `xp`.
+    fn conv_row(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom) {
+        match g.k {
+            3 => conv_row_k::<3>(out, xp, h, taps, bias, g),
+            5 => conv_row_k::<5>(out, xp, h, taps, bias, g),
+            7 => conv_row_k::<7>(out, xp, h, taps, bias, g),
+            _ => conv_row_scalar(out, xp, h, taps, bias, g, 0),
+        }
+    }
+}
+
+/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows.
+fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> {
+    let xp = pad_images(x, g);
+    let row = g.row_len();
+    let mut out = vec![0f32; g.n * g.h * row];
+    out.par_chunks_mut(row).enumerate().with_min_len(rows_per_task(row * g.k * g.k, 1 << 16)).for_each(
+        |(global, out_row)| {
+            let (n, h) = (global / g.h, global % g.h);
+            conv_row(out_row, &xp[n * g.padded_image_len()..][..g.padded_image_len()], h, taps, bias, g);
+        },
+    );
     out
+}
+
+/// Adds one output row's contribution to the tap gradients for kernel size `K`:
+/// `acc[i, j, c] += sum_w gy[h, w, c] * xp[h + i, w + j, c]`, with the `K` taps of a kernel
+/// row held in registers.
+#[inline(always)]
+fn weight_grad_row_k<const K: usize>(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom) {
+    let (c, wp) = (g.c, g.padded_w());
+    let full = c / LANES * LANES;
+    for c0 in (0..full).step_by(LANES) {
+        for i in 0..K {
+            let row = &xp[(h + i) * wp * c..][..wp * c];
+            let mut a = [[0f32; LANES]; K];
+            for wo in 0..g.w {
+                let gv = lanes(gy_row, wo * c + c0);
+                for (j, aj) in a.iter_mut().enumerate() {
+                    let s = lanes(row, (wo + j) * c + c0);
+                    for l in 0..LANES {
+                        aj[l] += gv[l] * s[l];
+                    }
+                }
+            }
+            for (j, aj) in a.iter().enumerate() {
+                let t = &mut acc[(i * K + j) * c + c0..][..LANES];
+                t.iter_mut().zip(aj).for_each(|(t, v)| *t += v);
+            }
+        }
+    }
+    weight_grad_row_scalar(acc, gy_row, xp, h, g, full);
+}
+
+/// Channels `from..C` of [`weight_grad_row_k`], one value at a time (any kernel size).
+#[inline(always)]
+fn weight_grad_row_scalar(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom, from: usize) {
+    let (c, k, wp) = (g.c, g.k, g.padded_w());
+    for i in 0..k {
+        for j in 0..k {
+            for ch in from..c {
+                let mut a = 0f32;
+                for wo in 0..g.w {
+                    a += gy_row[wo * c + ch] * xp[((h + i) * wp + wo + j) * c + ch];
+                }
+                acc[(i * k + j) * c + ch] += a;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Adds the contribution of output row `h` (gradient `gy_row`) to `acc = [taps..., bias...]`.
+    fn weight_grad_row(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom) {
+        let (taps, db) = acc.split_at_mut(g.k * g.k * g.c);
+        for px in gy_row.chunks_exact(g.c) {
+            db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
+        }
+        match g.k {
+            3 => weight_grad_row_k::<3>(taps, gy_row, xp, h, g),
+            5 => weight_grad_row_k::<5>(taps, gy_row, xp, h, g),
+            7 => weight_grad_row_k::<7>(taps, gy_row, xp, h, g),
+            _ => weight_grad_row_scalar(taps, gy_row, xp, h, g, 0),
+        }
+    }
 }
 
 /// Weight and bias gradients: `dw[c,i,j] = sum x[.., h+i-p, w+j-p, c] * gy[.., h, w, c]`,
 /// `db[c] = sum gy[.., c]`; packed as `[C*k*k + C]` in PyTorch's weight order then the bias.
 fn weight_grads(x: &[f32], gy: &[f32], g: Geom) -> Vec<f32> {
+    let xp = pad_images(x, g);
     let row = g.row_len();
     let kk = g.k * g.k;
-    let p = g.pad();
     let rows = g.n * g.h;
     let chunk_rows = rows_per_task(row * kk, 1 << 17);
     let partials: Vec<Vec<f32>> = (0..rows.div_ceil(chunk_rows))
         .into_par_iter()
         .map(|chunk| {
             let mut acc = vec![0f32; kk * g.c + g.c];
-            let (taps, db) = acc.split_at_mut(kk * g.c);
             for global in chunk * chunk_rows..((chunk + 1) * chunk_rows).min(rows) {
                 let (n, h) = (global / g.h, global % g.h);
-                let gy_row = &gy[global * row..][..row];
-                for px in gy_row.chunks(g.c) {
-                    db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
-                }
-                for i in 0..g.k {
-                    let hh = h as isize + i as isize - p;
-                    if hh < 0 || hh >= g.h as isize {
-                        continue;
-                    }
-                    let in_row = &x[(n * g.h + hh as usize) * row..][..row];
-                    for j in 0..g.k {
-                        let tap = &mut taps[(i * g.k + j) * g.c..][..g.c];
-                        let shift = j as isize - p;
-                        let w_lo = (-shift).max(0) as usize;
-                        let w_hi = (g.w as isize - shift).min(g.w as isize).max(0) as usize;
-                        for wo in w_lo..w_hi {
-                            let wi = (wo as isize + shift) as usize;
-                            let src = &in_row[wi * g.c..][..g.c];
-                            let gv = &gy_row[wo * g.c..][..g.c];
-                            for ((t, s), v) in tap.iter_mut().zip(src).zip(gv) {
-                                *t += s * v;
-                            }
-                        }
-                    }
-                }
+                let img = &xp[n * g.padded_image_len()..][..g.padded_image_len()];
+                weight_grad_row(&mut acc, &gy[global * row..][..row], img, h, g);
             }
             acc
         })

@@ -3,7 +3,7 @@
 //! In a ConvNeXt block this runs on the widest tensor (4x the channels), so it is one pass over
 //! memory with a branch-free erf that the compiler vectorizes.
 
-use crate::cpu::{as_f32, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -18,13 +18,18 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 }
 
 /// `e^x` for `x <= 0` to ~2 ulp: `2^k * e^r` with `|r| <= ln2 / 2` and a degree-6 polynomial.
+/// Rounding and the power of two use float and integer bit tricks only, so it vectorizes.
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let k = (x * std::f32::consts::LOG2_E).round();
+    let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
+    let k = shifted - SHIFTER;
+    let k_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
     let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    p * f32::from_bits((k_int.wrapping_add(127) as u32) << 23)
 }
 
 /// `1/sqrt(2)` and `1/sqrt(2*pi)`.
@@ -45,6 +50,33 @@ fn normal_cdf_pdf(z: f32) -> (f32, f32) {
     (cdf, gauss * FRAC_1_SQRT_2PI)
 }
 
+multiversion! {
+    /// `y = gelu(x + b)` over rows of `b.len()` values.
+    fn gelu_rows(y: &mut [f32], x: &[f32], b: &[f32]) {
+        for (yr, xr) in y.chunks_exact_mut(b.len()).zip(x.chunks_exact(b.len())) {
+            for ((y, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
+                let z = v + bv;
+                *y = z * normal_cdf_pdf(z).0;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dx = gy * gelu'(x + b)` over rows, adding each row's `dx` into `db`.
+    fn gelu_grad_rows(dx: &mut [f32], x: &[f32], gy: &[f32], b: &[f32], db: &mut [f32]) {
+        let d = b.len();
+        for ((dr, xr), gr) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(gy.chunks_exact(d)) {
+            for i in 0..d {
+                let z = xr[i] + b[i];
+                let (cdf, pdf) = normal_cdf_pdf(z);
+                dr[i] = gr[i] * (cdf + z * pdf);
+                db[i] += dr[i];
+            }
+        }
+    }
+}
+
 /// Forward op: `(x, bias) -> gelu(x + bias)`.
 struct BiasGelu;
 
@@ -59,14 +91,7 @@ impl CustomOp2 for BiasGelu {
         let d = b.len();
         let mut out = vec![0f32; x.len()];
         let rows = rows_per_task(d, 1 << 15);
-        out.par_chunks_mut(d * rows).zip(x.par_chunks(d * rows)).for_each(|(yo, xi)| {
-            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
-                for ((y, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                    let z = v + bv;
-                    *y = z * normal_cdf_pdf(z).0;
-                }
-            }
-        });
+        out.par_chunks_mut(d * rows).zip(x.par_chunks(d * rows)).for_each(|(yo, xi)| gelu_rows(yo, xi, b));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -110,14 +135,7 @@ impl candle_core::CustomOp3 for BiasGeluGrad {
             .zip(gy.par_chunks(d * rows))
             .map(|((dxo, xi), gi)| {
                 let mut acc = vec![0f32; d];
-                for ((dr, xr), gr) in dxo.chunks_mut(d).zip(xi.chunks(d)).zip(gi.chunks(d)) {
-                    for i in 0..d {
-                        let z = xr[i] + b[i];
-                        let (cdf, pdf) = normal_cdf_pdf(z);
-                        dr[i] = gr[i] * (cdf + z * pdf);
-                        acc[i] += dr[i];
-                    }
-                }
+                gelu_grad_rows(dxo, xi, gi, b, &mut acc);
                 acc
             })
             .collect();

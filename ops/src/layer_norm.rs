@@ -5,7 +5,7 @@
 //! `F.layer_norm` semantics. The channels-first variant of the ConvNeXt code (stem and
 //! downsampling layers, detection output norms) is the same op on a channels-last view.
 
-use crate::cpu::{as_f32, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,11 +27,49 @@ pub fn layer_norm_channels_first(x: &Tensor, weight: &Tensor, bias: &Tensor, eps
 }
 
 /// Mean and reciprocal standard deviation of one row.
+#[inline(always)]
 fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = row.iter().sum::<f32>() / n;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+multiversion! {
+    /// `y = (x - mean) * rstd * w + b` over rows of `w.len()` values.
+    fn norm_rows(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        for (yr, xr) in y.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
+            let (mean, rstd) = row_stats(xr, eps);
+            for (((y, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                *y = (v - mean) * rstd * wv + bv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Input gradient of each row into `dx`; `acc = [dweight, dbias]` accumulates over rows.
+    fn norm_grad_rows(dx: &mut [f32], x: &[f32], gy: &[f32], w: &[f32], eps: f32, acc: &mut [f32]) {
+        let d = w.len();
+        let (dw, db) = acc.split_at_mut(d);
+        for ((dxr, xr), gr) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(gy.chunks_exact(d)) {
+            let (mean, rstd) = row_stats(xr, eps);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            for i in 0..d {
+                let xhat = (xr[i] - mean) * rstd;
+                let gw = gr[i] * w[i];
+                m1 += gw;
+                m2 += gw * xhat;
+                dw[i] += gr[i] * xhat;
+                db[i] += gr[i];
+            }
+            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+            for i in 0..d {
+                let xhat = (xr[i] - mean) * rstd;
+                dxr[i] = rstd * (gr[i] * w[i] - m1 - xhat * m2);
+            }
+        }
+    }
 }
 
 /// Forward op: `(x, weight, bias) -> y`.
@@ -59,14 +97,7 @@ impl CustomOp3 for LayerNorm {
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         let rows = rows_per_task(d, 1 << 14);
-        out.par_chunks_mut(d * rows).zip(x.par_chunks(d * rows)).for_each(|(yo, xi)| {
-            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
-                let (mean, rstd) = row_stats(xr, self.eps);
-                for (((y, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *y = (v - mean) * rstd * wv + bv;
-                }
-            }
-        });
+        out.par_chunks_mut(d * rows).zip(x.par_chunks(d * rows)).for_each(|(yo, xi)| norm_rows(yo, xi, w, b, self.eps));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -119,23 +150,7 @@ impl CustomOp3 for LayerNormGrad {
             .zip(gy.par_chunks(d * rows))
             .map(|((dxo, xi), gi)| {
                 let mut acc = vec![0f32; 2 * d];
-                let mut xhat = vec![0f32; d];
-                for ((dxr, xr), gr) in dxo.chunks_mut(d).zip(xi.chunks(d)).zip(gi.chunks(d)) {
-                    let (mean, rstd) = row_stats(xr, self.eps);
-                    let (mut m1, mut m2) = (0f32, 0f32);
-                    for i in 0..d {
-                        xhat[i] = (xr[i] - mean) * rstd;
-                        let gw = gr[i] * w[i];
-                        m1 += gw;
-                        m2 += gw * xhat[i];
-                        acc[i] += gr[i] * xhat[i];
-                        acc[d + i] += gr[i];
-                    }
-                    let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-                    for i in 0..d {
-                        dxr[i] = rstd * (gr[i] * w[i] - m1 - xhat[i] * m2);
-                    }
-                }
+                norm_grad_rows(dxo, xi, gi, w, self.eps, &mut acc);
                 acc
             })
             .collect::<Vec<_>>();
