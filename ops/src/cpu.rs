@@ -35,24 +35,38 @@ pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
 
 /// Defines `fn $name(args)` that runs its body compiled for AVX2 and FMA when the CPU has them
 /// (checked at run time, cached by std), and for the baseline target otherwise. The body is
-/// written once, in plain Rust that the compiler vectorizes; the binary stays portable.
+/// written once, in plain Rust that the compiler vectorizes, and sees a `const FMA: bool` that
+/// says which build it is in (for [`fmadd`]); the binary stays portable.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $(-> $ret)? $body
+            #[allow(unused)]
+            fn generic<const FMA: bool>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the features `avx2` was compiled for were just detected.
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            generic($($arg),*)
+            generic::<false>($($arg),*)
         }
     };
 }
 pub(crate) use multiversion;
+
+/// `a * b + c`, fused into one instruction in the FMA build of a [`multiversion`] body and
+/// computed as two operations in the baseline build (where a fused multiply-add would be a
+/// slow library call).
+#[inline(always)]
+pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}

@@ -4,7 +4,7 @@
 //! The kernel works channels-last so that its innermost loop runs over contiguous channels; the
 //! weight keeps PyTorch's `[C, 1, k, k]` shape so checkpoints load unchanged.
 
-use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -108,7 +108,14 @@ fn lanes(v: &[f32], at: usize) -> &[f32; LANES] {
 /// all `K * K` taps in registers before one store. Channels past the last full block take the
 /// scalar path.
 #[inline(always)]
-fn conv_row_k<const K: usize>(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom) {
+fn conv_row_k<const K: usize, const FMA: bool>(
+    out: &mut [f32],
+    xp: &[f32],
+    h: usize,
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    g: Geom,
+) {
     let (c, w, wp) = (g.c, g.w, g.padded_w());
     let full = c / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
@@ -121,7 +128,7 @@ fn conv_row_k<const K: usize>(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32
                     for (p, a) in acc.iter_mut().enumerate() {
                         let s = lanes(row, (w0 + p + j) * c + c0);
                         for l in 0..LANES {
-                            a[l] += s[l] * t[l];
+                            a[l] = fmadd::<FMA>(s[l], t[l], a[l]);
                         }
                     }
                 }
@@ -155,9 +162,9 @@ multiversion! {
     /// Output row `h` of one image from its padded input `xp`.
     fn conv_row(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom) {
         match g.k {
-            3 => conv_row_k::<3>(out, xp, h, taps, bias, g),
-            5 => conv_row_k::<5>(out, xp, h, taps, bias, g),
-            7 => conv_row_k::<7>(out, xp, h, taps, bias, g),
+            3 => conv_row_k::<3, FMA>(out, xp, h, taps, bias, g),
+            5 => conv_row_k::<5, FMA>(out, xp, h, taps, bias, g),
+            7 => conv_row_k::<7, FMA>(out, xp, h, taps, bias, g),
             _ => conv_row_scalar(out, xp, h, taps, bias, g, 0),
         }
     }
@@ -181,7 +188,7 @@ fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> 
 /// `acc[i, j, c] += sum_w gy[h, w, c] * xp[h + i, w + j, c]`, with the `K` taps of a kernel
 /// row held in registers.
 #[inline(always)]
-fn weight_grad_row_k<const K: usize>(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom) {
+fn weight_grad_row_k<const K: usize, const FMA: bool>(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom) {
     let (c, wp) = (g.c, g.padded_w());
     let full = c / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
@@ -193,7 +200,7 @@ fn weight_grad_row_k<const K: usize>(acc: &mut [f32], gy_row: &[f32], xp: &[f32]
                 for (j, aj) in a.iter_mut().enumerate() {
                     let s = lanes(row, (wo + j) * c + c0);
                     for l in 0..LANES {
-                        aj[l] += gv[l] * s[l];
+                        aj[l] = fmadd::<FMA>(gv[l], s[l], aj[l]);
                     }
                 }
             }
@@ -231,9 +238,9 @@ multiversion! {
             db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
         }
         match g.k {
-            3 => weight_grad_row_k::<3>(taps, gy_row, xp, h, g),
-            5 => weight_grad_row_k::<5>(taps, gy_row, xp, h, g),
-            7 => weight_grad_row_k::<7>(taps, gy_row, xp, h, g),
+            3 => weight_grad_row_k::<3, FMA>(taps, gy_row, xp, h, g),
+            5 => weight_grad_row_k::<5, FMA>(taps, gy_row, xp, h, g),
+            7 => weight_grad_row_k::<7, FMA>(taps, gy_row, xp, h, g),
             _ => weight_grad_row_scalar(taps, gy_row, xp, h, g, 0),
         }
     }

@@ -3,7 +3,7 @@
 //! In a ConvNeXt block this runs on the widest tensor (4x the channels), so it is one pass over
 //! memory with a branch-free erf that the compiler vectorizes.
 
-use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -20,16 +20,22 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// `e^x` for `x <= 0` to ~2 ulp: `2^k * e^r` with `|r| <= ln2 / 2` and a degree-6 polynomial.
 /// Rounding and the power of two use float and integer bit tricks only, so it vectorizes.
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+fn exp_neg<const FMA: bool>(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
     const SHIFTER: f32 = 12_582_912.0;
     let x = x.max(-87.0);
     let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
     let k = shifted - SHIFTER;
     let k_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
-    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let r = fmadd::<FMA>(-k, 1.428_606_8e-6, fmadd::<FMA>(-k, 0.693_145_75, x));
+    let p = horner::<FMA>(r, &[1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0]);
     p * f32::from_bits((k_int.wrapping_add(127) as u32) << 23)
+}
+
+/// `c[0] + x * (c[1] + x * (c[2] + ...))`.
+#[inline(always)]
+fn horner<const FMA: bool>(x: f32, c: &[f32]) -> f32 {
+    c.iter().rev().fold(0.0, |acc, &ci| fmadd::<FMA>(acc, x, ci))
 }
 
 /// `1/sqrt(2)` and `1/sqrt(2*pi)`.
@@ -40,11 +46,11 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 /// Abramowitz and Stegun (absolute error below 1.5e-7), computed without cancellation in the
 /// lower tail.
 #[inline(always)]
-fn normal_cdf_pdf(z: f32) -> (f32, f32) {
+fn normal_cdf_pdf<const FMA: bool>(z: f32) -> (f32, f32) {
     let a = z.abs() * FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let gauss = exp_neg(-0.5 * z * z);
+    let t = 1.0 / fmadd::<FMA>(0.327_591_1, a, 1.0);
+    let poly = t * horner::<FMA>(t, &[0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4]);
+    let gauss = exp_neg::<FMA>(-0.5 * z * z);
     let upper_tail = 0.5 * poly * gauss;
     let cdf = if z >= 0.0 { 1.0 - upper_tail } else { upper_tail };
     (cdf, gauss * FRAC_1_SQRT_2PI)
@@ -56,7 +62,7 @@ multiversion! {
         for (yr, xr) in y.chunks_exact_mut(b.len()).zip(x.chunks_exact(b.len())) {
             for ((y, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
                 let z = v + bv;
-                *y = z * normal_cdf_pdf(z).0;
+                *y = z * normal_cdf_pdf::<FMA>(z).0;
             }
         }
     }
@@ -69,8 +75,8 @@ multiversion! {
         for ((dr, xr), gr) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(gy.chunks_exact(d)) {
             for i in 0..d {
                 let z = xr[i] + b[i];
-                let (cdf, pdf) = normal_cdf_pdf(z);
-                dr[i] = gr[i] * (cdf + z * pdf);
+                let (cdf, pdf) = normal_cdf_pdf::<FMA>(z);
+                dr[i] = gr[i] * fmadd::<FMA>(z, pdf, cdf);
                 db[i] += dr[i];
             }
         }

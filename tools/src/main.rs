@@ -7,7 +7,7 @@ mod classify;
 mod common;
 mod convert;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -105,13 +105,42 @@ enum Command {
     },
 }
 
+/// Keeps freed memory in the process instead of returning it to the kernel after every op.
+///
+/// A forward pass allocates and frees tensors of tens of megabytes; glibc serves those with
+/// `mmap` and unmaps them on free, so every op pays page faults and zeroing for fresh pages
+/// (measured: the fused GELU at batch 8 took 32 ms instead of 15 ms). Raising the mmap and trim
+/// thresholds makes large blocks come from the heap and be reused, as PyTorch's caching
+/// allocator does.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; it is called before any thread
+    // starts and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Sizes the thread pool once, from `--threads`, `RAYON_NUM_THREADS` or the core count, and
+/// records the size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
+/// multiply, and without the variable std re-reads the cgroup files each time.
+fn configure_threads(requested: Option<usize>) -> Result<()> {
+    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+    let n = match requested.or(from_env) {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().with_context(|| format!("cannot set --threads {n}"))
+}
+
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
-            eprintln!("error: cannot set --threads {n}: {e}");
-            std::process::exit(2);
-        }
+    if let Err(e) = configure_threads(cli.threads) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
     }
     if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");

@@ -1,0 +1,175 @@
+//! End-to-end tests of the `nextdet` binary: config printing and errors, classification against
+//! the PyTorch reference (`tests/reference/make_cli_fixtures.py`), ImageFolder evaluation,
+//! weight conversion, the benchmark, and the refusal of subcommands that are not built.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn nextdet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nextdet")).args(args).current_dir(root()).output().expect("run nextdet")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const TINY: &str = "tests/configs/convnext_tiny_reduced.yaml";
+const CKPT: &str = "tests/fixtures/checkpoints/convnext_tiny_official.pth";
+const IMAGE: &str = "tests/fixtures/datasets/small_37x23.png";
+
+#[test]
+fn print_config_merges_bases_and_overrides() {
+    let out = nextdet(&[
+        "print-config",
+        "configs/imagenet/convnext_tiny_1k_224.yaml",
+        "--cfg-options",
+        "model.backbone.drop_path_rate=0.25",
+        "data.test.batch_size=4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+    assert_eq!(cfg["model"]["backbone"]["arch"].as_str(), Some("tiny"));
+    assert_eq!(cfg["model"]["backbone"]["drop_path_rate"].as_f64(), Some(0.25));
+    assert_eq!(cfg["data"]["class_names"].as_str(), Some("imagenet1k"), "inherited from the base file");
+    assert_eq!(cfg["data"]["test"]["batch_size"].as_u64(), Some(4));
+    assert_eq!(cfg["data"]["test"]["transform"]["crop_pct"].as_f64(), Some(0.875));
+}
+
+#[test]
+fn a_config_typo_is_one_error_naming_the_file_and_key() {
+    let out = nextdet(&["benchmark", "tests/configs/typo.yaml", "--shape", "32x32", "--iters", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("typo.yaml") && err.contains("drop_path_rte"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
+}
+
+#[test]
+fn classify_matches_the_pytorch_pipeline() {
+    let out = nextdet(&["classify", TINY, CKPT, IMAGE, "--topk", "10", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let text = std::fs::read_to_string(root().join("tests/fixtures/cli/classify_expected.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let probs = want["probs"].as_array().unwrap();
+    let top = got[0]["topk"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    for entry in top {
+        let class = entry["class"].as_u64().unwrap() as usize;
+        let (p, q) = (entry["prob"].as_f64().unwrap(), probs[class].as_f64().unwrap());
+        assert!((p - q).abs() < 1e-4, "class {class}: {p} vs torch {q}");
+    }
+    let ranked: Vec<f64> = top.iter().map(|e| e["prob"].as_f64().unwrap()).collect();
+    assert!(ranked.windows(2).all(|w| w[0] >= w[1]), "sorted: {ranked:?}");
+}
+
+#[test]
+fn classify_reports_a_corrupt_image_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let out = nextdet(&["classify", TINY, CKPT, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("broken.jpg"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_wrong_checkpoint_is_one_clear_error() {
+    let out = nextdet(&["classify", TINY, "tests/fixtures/checkpoints/convnext_small_official.pth", IMAGE]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("convnext_small_official.pth") && err.contains("does not fit"), "{err}");
+}
+
+/// Ten class folders holding the same image: every prediction is the same class, so top-1 is
+/// exactly 10% and top-5 exactly 50%.
+#[test]
+fn test_computes_top1_and_top5_on_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for c in 0..10 {
+        let class = dir.path().join(format!("class{c:02}"));
+        std::fs::create_dir(&class).unwrap();
+        std::fs::copy(root().join(IMAGE), class.join("a.png")).unwrap();
+    }
+    let metrics = dir.path().join("metrics.json");
+    let out = nextdet(&[
+        "test",
+        TINY,
+        CKPT,
+        "--out",
+        metrics.to_str().unwrap(),
+        "--cfg-options",
+        &format!("data.test.root={}", dir.path().display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["images"].as_u64(), Some(10));
+    assert!((m["top1"].as_f64().unwrap() - 10.0).abs() < 1e-9, "{m}");
+    assert!((m["top5"].as_f64().unwrap() - 50.0).abs() < 1e-9, "{m}");
+}
+
+#[test]
+fn converted_timm_weights_classify_like_the_official_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("tiny.safetensors");
+    let out =
+        nextdet(&["convert-weights", "tests/fixtures/checkpoints/convnext_tiny_timm.pth", converted.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = nextdet(&["classify", TINY, CKPT, IMAGE, "--json"]);
+    let b = nextdet(&["classify", TINY, converted.to_str().unwrap(), IMAGE, "--json"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&stdout(&a)).unwrap(), serde_json::from_str(&stdout(&b)).unwrap());
+    for (x, y) in a[0]["topk"].as_array().unwrap().iter().zip(b[0]["topk"].as_array().unwrap()) {
+        assert_eq!(x["class"], y["class"]);
+        assert!((x["prob"].as_f64().unwrap() - y["prob"].as_f64().unwrap()).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn benchmark_reports_speed_and_memory() {
+    let out = nextdet(&["benchmark", TINY, "--shape", "64x64", "--batch", "2", "--iters", "2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(doc["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(doc["peak_memory_mib"].as_f64().unwrap() > 0.0);
+    let out = nextdet(&["benchmark", TINY, "--shape", "64", "--iters", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--shape must be HxW"));
+}
+
+#[test]
+fn unbuilt_subcommands_refuse_with_a_nonzero_exit() {
+    for sub in ["train", "infer", "coco-eval", "make-shapes"] {
+        let out = nextdet(&[sub, "configs/imagenet/convnext_tiny_1k_224.yaml"]);
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        assert!(stderr(&out).contains("not built yet"), "{sub}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn every_shipped_config_has_a_valid_model_section() {
+    let dir = root().join("configs/imagenet");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let cfg = nextdet_engine::config::Config::from_file(&path).unwrap();
+        let model: nextdet_models::ModelConfig = cfg.section("model").unwrap_or_else(|e| panic!("{e}"));
+        let nextdet_models::ModelConfig::ImageClassifier(c) = model;
+        assert!(c.num_classes == 1000 || c.num_classes == 21841, "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 20, "only {seen} configs");
+}
