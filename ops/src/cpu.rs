@@ -33,8 +33,9 @@ pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     total
 }
 
-/// Defines `fn $name(args)` that runs its body compiled for AVX2 and FMA when the CPU has them
-/// (checked at run time, cached by std), and for the baseline target otherwise. The body is
+/// Defines `fn $name(args)` that runs its body compiled for AVX-512, or else for AVX2 and FMA,
+/// when the CPU has them (checked at run time, cached by std), and for the baseline target
+/// otherwise. The body is
 /// written once, in plain Rust that the compiler vectorizes, and sees a `const FMA: bool` that
 /// says which build it is in (for [`fmadd`]); the binary stays portable.
 macro_rules! multiversion {
@@ -46,11 +47,18 @@ macro_rules! multiversion {
             fn generic<const FMA: bool>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                unsafe fn avx2_build($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
+                let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+                if avx2 && std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the features `avx512` was compiled for were just detected.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if avx2 {
                     // SAFETY: the features `avx2` was compiled for were just detected.
-                    return unsafe { avx2($($arg),*) };
+                    return unsafe { avx2_build($($arg),*) };
                 }
             }
             generic::<false>($($arg),*)

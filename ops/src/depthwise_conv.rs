@@ -98,10 +98,13 @@ fn taps_channels_last(weight: &[f32], c: usize, k: usize, flip: bool) -> Vec<f32
     taps
 }
 
-/// A fixed-size view of `LANES` values starting at `at`.
+/// The `LANES` values at `p`, read without a bounds check.
+///
+/// # Safety
+/// `p..p + LANES` must lie inside one live `f32` allocation.
 #[inline(always)]
-fn lanes(v: &[f32], at: usize) -> &[f32; LANES] {
-    v[at..at + LANES].try_into().expect("LANES values")
+unsafe fn load_lanes(p: *const f32) -> [f32; LANES] {
+    std::ptr::read_unaligned(p as *const [f32; LANES])
 }
 
 /// One output row for kernel size `K`: blocks of `PIX` pixels x `LANES` channels accumulate
@@ -117,16 +120,22 @@ fn conv_row_k<const K: usize, const FMA: bool>(
     g: Geom,
 ) {
     let (c, w, wp) = (g.c, g.w, g.padded_w());
+    // The reads below stay inside these bounds: rows h..h+K of the padded image, columns up to
+    // w0 + PIX - 1 + K - 1 < wp (the spare columns), channels c0..c0+LANES <= c.
+    assert!(g.k == K && xp.len() >= (h + K) * wp * c && taps.len() >= K * K * c && out.len() >= w * c);
     let full = c / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
+        let init = bias.map_or([0f32; LANES], |b| b[c0..c0 + LANES].try_into().expect("LANES values"));
         for w0 in (0..w).step_by(PIX) {
-            let mut acc = [bias.map_or([0f32; LANES], |b| *lanes(b, c0)); PIX];
+            let mut acc = [init; PIX];
             for i in 0..K {
-                let row = &xp[(h + i) * wp * c..][..wp * c];
+                let row = xp[((h + i) * wp + w0) * c + c0..].as_ptr();
                 for j in 0..K {
-                    let t = lanes(taps, (i * K + j) * c + c0);
+                    // SAFETY: within the bounds asserted above.
+                    let t = unsafe { load_lanes(taps.as_ptr().add((i * K + j) * c + c0)) };
                     for (p, a) in acc.iter_mut().enumerate() {
-                        let s = lanes(row, (w0 + p + j) * c + c0);
+                        // SAFETY: column w0 + p + j < wp, channels c0..c0 + LANES (asserted above).
+                        let s = unsafe { load_lanes(row.add((p + j) * c)) };
                         for l in 0..LANES {
                             a[l] = fmadd::<FMA>(s[l], t[l], a[l]);
                         }
@@ -190,15 +199,20 @@ fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> 
 #[inline(always)]
 fn weight_grad_row_k<const K: usize, const FMA: bool>(acc: &mut [f32], gy_row: &[f32], xp: &[f32], h: usize, g: Geom) {
     let (c, wp) = (g.c, g.padded_w());
+    // The reads below stay inside these bounds: rows h..h+K of the padded image, columns up to
+    // w - 1 + K - 1 < wp, channels c0..c0+LANES <= c.
+    assert!(g.k == K && xp.len() >= (h + K) * wp * c && gy_row.len() >= g.w * c && acc.len() >= K * K * c);
     let full = c / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
         for i in 0..K {
-            let row = &xp[(h + i) * wp * c..][..wp * c];
+            let row = xp[(h + i) * wp * c + c0..].as_ptr();
             let mut a = [[0f32; LANES]; K];
             for wo in 0..g.w {
-                let gv = lanes(gy_row, wo * c + c0);
+                // SAFETY: pixel wo < w, channels c0..c0 + LANES (asserted above).
+                let gv = unsafe { load_lanes(gy_row.as_ptr().add(wo * c + c0)) };
                 for (j, aj) in a.iter_mut().enumerate() {
-                    let s = lanes(row, (wo + j) * c + c0);
+                    // SAFETY: column wo + j < wp (asserted above).
+                    let s = unsafe { load_lanes(row.add((wo + j) * c)) };
                     for l in 0..LANES {
                         aj[l] = fmadd::<FMA>(gv[l], s[l], aj[l]);
                     }

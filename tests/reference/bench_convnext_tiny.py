@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--train-iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="time only inference at this batch size (for bench_side_by_side.sh)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -47,11 +49,13 @@ def main():
 
     model = torchvision.models.convnext_tiny().eval()
     with torch.inference_mode():
-        for batch in (1, 8):
+        for batch in (args.batch,) if args.batch else (1, 8):
             x = torch.randn(batch, 3, 224, 224)
             dt = timeit(lambda: model(x), args.warmup, args.iters)
             print(f"inference batch {batch}: {dt * 1e3:8.1f} ms/iter  {batch / dt:7.2f} images/s"
                   f"  (peak RSS {peak_rss_mib():.0f} MiB)")
+        if args.batch:
+            return
 
         for c, hw in ((96, 56), (192, 28), (384, 14), (768, 7)):
             x = torch.randn(8, c, hw, hw)

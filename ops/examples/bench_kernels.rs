@@ -1,0 +1,58 @@
+//! Times each step of a ConvNeXt-T block at the four stage shapes, for comparison with
+//! `tests/reference/bench_convnext_tiny.py` (which times `F.conv2d(groups=C)` the same way).
+//!
+//! `cargo run --release -p nextdet-ops --example bench_kernels -- [BATCH] [ITERS]`
+
+use candle_core::{Device, Result, Tensor};
+use std::time::Instant;
+
+/// Milliseconds per call of `f`: the best of three means over `iters` calls each, after one
+/// warm-up call (the best run is the one least disturbed by the rest of a shared machine).
+fn time_ms(iters: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1000.0 / iters as f64);
+    }
+    Ok(best)
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("BATCH and ITERS are integers"));
+    let batch = args.next().unwrap_or(8);
+    let iters = args.next().unwrap_or(20);
+    let dev = Device::Cpu;
+    println!("batch {batch}, {iters} iterations, {} threads", rayon::current_num_threads());
+    for (c, hw) in [(96, 56), (192, 28), (384, 14), (768, 7)] {
+        let x = Tensor::randn(0f32, 1.0, (batch, hw, hw, c), &dev)?;
+        let (w, b) = (Tensor::randn(0f32, 1.0, (c, 1, 7, 7), &dev)?, Tensor::randn(0f32, 1.0, c, &dev)?);
+        let w1 = Tensor::randn(0f32, 0.1, (4 * c, c), &dev)?;
+        let w2 = Tensor::randn(0f32, 0.1, (c, 4 * c), &dev)?;
+        let b1 = Tensor::randn(0f32, 1.0, 4 * c, &dev)?;
+        let (w1t, w2t) = (w1.t()?.contiguous()?, w2.t()?.contiguous()?);
+        let rows = x.reshape((batch * hw * hw, c))?;
+        let hidden = rows.matmul(&w1.t()?)?;
+        let steps = [
+            ("depthwise conv 7x7", time_ms(iters, || nextdet_ops::depthwise_conv2d_nhwc(&x, &w, &b))?),
+            ("layer norm", time_ms(iters, || nextdet_ops::layer_norm(&x, &b, &b, 1e-6))?),
+            ("linear C->4C", time_ms(iters, || rows.matmul(&w1.t()?))?),
+            ("bias + GELU", time_ms(iters, || nextdet_ops::bias_gelu(&hidden, &b1))?),
+            ("linear 4C->C", time_ms(iters, || hidden.matmul(&w2.t()?))?),
+            ("linear C->4C, swapped", time_ms(iters, || w1t.t()?.matmul(&rows.t()?))?),
+            ("linear 4C->C, swapped", time_ms(iters, || w2t.t()?.matmul(&hidden.t()?))?),
+            (
+                "layer scale + residual",
+                time_ms(iters, || nextdet_ops::layer_scale_residual(&rows, &b, Some(&b), &rows))?,
+            ),
+        ];
+        println!("[{batch}, {c}, {hw}, {hw}]");
+        for (name, ms) in steps {
+            println!("  {name:<24} {ms:8.3} ms");
+        }
+    }
+    Ok(())
+}
