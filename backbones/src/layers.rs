@@ -2,7 +2,10 @@
 //! ConvNeXt block, all channels-last (`[N, H, W, C]`).
 
 use candle_core::{Result, Tensor};
-use nextdet_ops::{bias_gelu, depthwise_conv2d_nhwc, drop_path, layer_norm, layer_scale_residual, Init, Scope};
+use nextdet_ops::{
+    bias_gelu, depthwise_conv2d_layer_norm_nhwc, drop_path, layer_norm, layer_scale_residual, linear_no_bias, Init,
+    Scope,
+};
 use rand::rngs::StdRng;
 use std::sync::Mutex;
 
@@ -30,6 +33,11 @@ impl Norm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, &self.weight, &self.bias, LN_EPS)
     }
+
+    /// `forward(depthwise_conv(x))` in one pass over memory (channels-last `x`).
+    pub fn after_depthwise_conv(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        depthwise_conv2d_layer_norm_nhwc(x, weight, bias, &self.weight, &self.bias, LN_EPS)
+    }
 }
 
 /// A fully connected layer, PyTorch's `nn.Linear` (`weight: [out, in]`).
@@ -46,12 +54,7 @@ impl Linear {
 
     /// `x @ weight^T` without the bias, on `[..., in]` (for callers that fuse the bias).
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let inp = dims.pop().unwrap_or(1);
-        let rows = x.elem_count() / inp.max(1);
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
-        dims.push(self.weight.dim(0)?);
-        y.reshape(dims)
+        linear_no_bias(x, &self.weight)
     }
 
     /// `x @ weight^T + bias` on `[..., in]`.
@@ -103,7 +106,7 @@ impl PatchConv {
         let out = self.weight.dim(0)?;
         let flat = self.weight.elem_count() / out;
         let y = patches.contiguous()?.reshape((n * ho * wo, flat))?;
-        let y = y.matmul(&self.weight.reshape((out, flat))?.t()?)?.broadcast_add(&self.bias)?;
+        let y = linear_no_bias(&y, &self.weight.reshape((out, flat))?)?.broadcast_add(&self.bias)?;
         y.reshape((n, ho, wo, out))
     }
 }
@@ -145,8 +148,7 @@ impl Block {
 
     /// Channels-last `[N, H, W, C]` in and out.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = depthwise_conv2d_nhwc(x, &self.dw_weight, &self.dw_bias)?;
-        let y = self.norm.forward(&y)?;
+        let y = self.norm.after_depthwise_conv(x, &self.dw_weight, &self.dw_bias)?;
         let y = bias_gelu(&self.pwconv1.matmul(&y)?, self.pwconv1.bias())?;
         let y = self.pwconv2.matmul(&y)?;
         if train && self.drop_path > 0.0 {

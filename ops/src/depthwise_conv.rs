@@ -5,13 +5,44 @@
 //! weight keeps PyTorch's `[C, 1, k, k]` shape so checkpoints load unchanged.
 
 use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
+use crate::layer_norm::{layer_norm_grads, norm_rows_in_place};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Depthwise convolution of channels-last `x: [N, H, W, C]` with `weight: [C, 1, k, k]` and
 /// `bias: [C]`; returns `[N, H, W, C]`. Differentiable in all three arguments.
 pub fn depthwise_conv2d_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (_, _, _, c) = x.dims4()?;
+    check_weight(x.dim(3)?, weight, bias)?;
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, DepthwiseConv { norm_eps: None })
+}
+
+/// The depthwise convolution followed by a layer norm over channels (`norm_weight`,
+/// `norm_bias`: `[C]`), as a ConvNeXt block starts: each output row is normalized while it is
+/// still in cache. Differentiable in all five tensors; the backward recomputes the
+/// convolution's output instead of keeping it.
+pub fn depthwise_conv2d_layer_norm_nhwc(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    norm_weight: &Tensor,
+    norm_bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let c = x.dim(3)?;
+    check_weight(c, weight, bias)?;
+    if norm_weight.dims() != [c] || norm_bias.dims() != [c] {
+        bail!(
+            "depthwise_conv2d_layer_norm: norm {:?} / {:?} do not fit {c} channels",
+            norm_weight.dims(),
+            norm_bias.dims()
+        );
+    }
+    let params = Tensor::stack(&[bias, norm_weight, norm_bias], 0)?;
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &params, DepthwiseConv { norm_eps: Some(eps as f32) })
+}
+
+/// Checks a `[C, 1, k, k]` weight (odd square `k`) and `[C]` bias against `c` channels.
+fn check_weight(c: usize, weight: &Tensor, bias: &Tensor) -> Result<()> {
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 || kh != kw || kh % 2 == 0 {
         bail!("depthwise_conv2d: weight {:?} does not fit {c} channels with an odd square kernel", weight.dims());
@@ -19,7 +50,7 @@ pub fn depthwise_conv2d_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Resu
     if bias.dims() != [c] {
         bail!("depthwise_conv2d: bias {:?} does not fit {c} channels", bias.dims());
     }
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, DepthwiseConv)
+    Ok(())
 }
 
 /// The same convolution on PyTorch's `[N, C, H, W]` layout (permutes around the NHWC kernel).
@@ -179,8 +210,12 @@ multiversion! {
     }
 }
 
-/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows.
-fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> {
+/// A layer norm applied to each output pixel right after the convolution: `(weight, bias, eps)`.
+type RowNorm<'a> = Option<(&'a [f32], &'a [f32], f32)>;
+
+/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows,
+/// each row then normalized over channels if `norm` is given.
+fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, norm: RowNorm, g: Geom) -> Vec<f32> {
     let xp = pad_images(x, g);
     let row = g.row_len();
     let mut out = vec![0f32; g.n * g.h * row];
@@ -188,6 +223,9 @@ fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom) -> Vec<f32> 
         |(global, out_row)| {
             let (n, h) = (global / g.h, global % g.h);
             conv_row(out_row, &xp[n * g.padded_image_len()..][..g.padded_image_len()], h, taps, bias, g);
+            if let Some((w, b, eps)) = norm {
+                norm_rows_in_place(out_row, w, b, eps);
+            }
         },
     );
     out
@@ -292,8 +330,11 @@ fn weight_grads(x: &[f32], gy: &[f32], g: Geom) -> Vec<f32> {
     packed
 }
 
-/// Forward op: `(x, weight, bias) -> y`.
-struct DepthwiseConv;
+/// Forward op: `(x, weight, bias) -> y`, or with `norm_eps`,
+/// `(x, weight, [bias; norm_weight; norm_bias]) -> layer_norm(y)`.
+struct DepthwiseConv {
+    norm_eps: Option<f32>,
+}
 
 impl CustomOp3 for DepthwiseConv {
     fn name(&self) -> &'static str {
@@ -312,7 +353,9 @@ impl CustomOp3 for DepthwiseConv {
         let g = Geom::of(l1, l2)?;
         let x = as_f32(self.name(), s1, l1)?;
         let taps = taps_channels_last(as_f32(self.name(), s2, l2)?, g.c, g.k, false);
-        let out = convolve(x, &taps, Some(as_f32(self.name(), s3, l3)?), g);
+        let params = as_f32(self.name(), s3, l3)?;
+        let norm = self.norm_eps.map(|eps| (&params[g.c..2 * g.c], &params[2 * g.c..3 * g.c], eps));
+        let out = convolve(x, &taps, Some(&params[..g.c]), norm, g);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -320,18 +363,30 @@ impl CustomOp3 for DepthwiseConv {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        params: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(weight, &InputGrad)?;
-        let packed = x.contiguous()?.apply_op2_no_bwd(&grad, &WeightGrad { k: weight.dim(2)? })?;
-        let (c, kk) = (weight.dim(0)?, weight.elem_count() / weight.dim(0)?);
-        let dw = packed.narrow(0, 0, c * kk)?.reshape(weight.shape())?;
-        let db = packed.narrow(0, c * kk, c)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let Some(eps) = self.norm_eps else {
+            let (dx, dw, db) = conv_grads(x, weight, grad)?;
+            return Ok((Some(dx), Some(dw), Some(db)));
+        };
+        let (bias, norm_weight) = (params.get(0)?, params.get(1)?);
+        let y = x.apply_op3_no_bwd(weight, &bias, &DepthwiseConv { norm_eps: None })?;
+        let (dy, dnw, dnb) = layer_norm_grads(&y, &norm_weight, grad, eps)?;
+        let (dx, dw, db) = conv_grads(x, weight, &dy)?;
+        Ok((Some(dx), Some(dw), Some(Tensor::stack(&[db, dnw, dnb], 0)?)))
     }
+}
+
+/// `(dx, dweight, dbias)` of the convolution of `x` with `weight`, given its output gradient.
+fn conv_grads(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let grad = grad.contiguous()?;
+    let dx = grad.apply_op2_no_bwd(weight, &InputGrad)?;
+    let packed = x.contiguous()?.apply_op2_no_bwd(&grad, &WeightGrad { k: weight.dim(2)? })?;
+    let (c, kk) = (weight.dim(0)?, weight.elem_count() / weight.dim(0)?);
+    let dw = packed.narrow(0, 0, c * kk)?.reshape(weight.shape())?;
+    Ok((dx, dw, packed.narrow(0, c * kk, c)?))
 }
 
 /// Backward op for the input: the forward convolution with the spatially flipped kernel.
@@ -345,7 +400,7 @@ impl candle_core::CustomOp2 for InputGrad {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::of(l1, l2)?;
         let taps = taps_channels_last(as_f32(self.name(), s2, l2)?, g.c, g.k, true);
-        let out = convolve(as_f32(self.name(), s1, l1)?, &taps, None, g);
+        let out = convolve(as_f32(self.name(), s1, l1)?, &taps, None, None, g);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

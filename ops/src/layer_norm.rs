@@ -48,6 +48,19 @@ multiversion! {
 }
 
 multiversion! {
+    /// Normalizes rows of `w.len()` values in place (the depthwise conv fuses this after each
+    /// output row, while the row is still in cache).
+    pub(crate) fn norm_rows_in_place(y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        for yr in y.chunks_exact_mut(w.len()) {
+            let (mean, rstd) = row_stats(yr, eps);
+            for ((y, &wv), &bv) in yr.iter_mut().zip(w).zip(b) {
+                *y = (*y - mean) * rstd * wv + bv;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// Input gradient of each row into `dx`; `acc = [dweight, dbias]` accumulates over rows.
     fn norm_grad_rows(dx: &mut [f32], x: &[f32], gy: &[f32], w: &[f32], eps: f32, acc: &mut [f32]) {
         let d = w.len();
@@ -109,13 +122,23 @@ impl CustomOp3 for LayerNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &LayerNormGrad { eps: self.eps })?;
-        let (n, d) = (x.elem_count(), weight.elem_count());
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, n, d)?;
-        let db = packed.narrow(0, n + d, d)?;
+        let (dx, dw, db) = layer_norm_grads(x, weight, grad, self.eps)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// `(dx, dweight, dbias)` of a layer norm over the last dimension of `x` (contiguous), given
+/// the gradient of its output.
+pub(crate) fn layer_norm_grads(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &LayerNormGrad { eps })?;
+    let (n, d) = (x.elem_count(), weight.elem_count());
+    let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+    Ok((dx, packed.narrow(0, n, d)?, packed.narrow(0, n + d, d)?))
 }
 
 /// Backward op: `(x, weight, grad_y) -> [dx, dweight, dbias]` packed flat.

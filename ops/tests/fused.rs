@@ -79,3 +79,42 @@ fn drop_path_is_identity_in_eval_and_per_sample_in_training() {
         assert!((gs[0][0] - rs[0][0]).abs() < 1e-6, "gradient is the sample scale");
     }
 }
+
+#[test]
+fn depthwise_conv_with_layer_norm_equals_the_two_ops_forward_and_backward() {
+    for (c, k) in [(20, 7), (37, 3), (16, 5)] {
+        let x = Var::from_tensor(&randn(&[2, 9, 11, c], 10 + c as u64)).unwrap();
+        let w = Var::from_tensor(&randn(&[c, 1, k, k], 11)).unwrap();
+        let b = Var::from_tensor(&randn(&[c], 12)).unwrap();
+        let nw = Var::from_tensor(&randn(&[c], 13)).unwrap();
+        let nb = Var::from_tensor(&randn(&[c], 14)).unwrap();
+        let gy = randn(&[2, 9, 11, c], 15);
+        let (xs, ws, bs, nws, nbs) = (x.as_tensor(), w.as_tensor(), b.as_tensor(), nw.as_tensor(), nb.as_tensor());
+        let fused = nextdet_ops::depthwise_conv2d_layer_norm_nhwc(xs, ws, bs, nws, nbs, 1e-6).unwrap();
+        let conv = nextdet_ops::depthwise_conv2d_nhwc(xs, ws, bs).unwrap();
+        let plain = nextdet_ops::layer_norm(&conv, nws, nbs, 1e-6).unwrap();
+        assert!(max_diff(&fused, &plain) < 1e-5, "forward diff {}", max_diff(&fused, &plain));
+        let gf = (&fused * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (&plain * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b), ("norm w", &nw), ("norm b", &nb)] {
+            let (a, e) = (gf.get(v).expect("fused grad"), gp.get(v).expect("plain grad"));
+            let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            assert!(max_diff(a, e) < 1e-4 * scale, "C={c} k={k} d{name}: {}", max_diff(a, e));
+        }
+    }
+}
+
+#[test]
+fn linear_equals_candle_matmul_forward_and_backward() {
+    let x = Var::from_tensor(&randn(&[3, 5, 24], 20)).unwrap();
+    let w = Var::from_tensor(&randn(&[40, 24], 21)).unwrap();
+    let gy = randn(&[3, 5, 40], 22);
+    let ours = nextdet_ops::linear_no_bias(x.as_tensor(), w.as_tensor()).unwrap();
+    let plain = x.as_tensor().broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap();
+    assert_eq!(ours.dims(), &[3, 5, 40]);
+    assert!(max_diff(&ours, &plain) < 1e-4, "forward diff {}", max_diff(&ours, &plain));
+    let go = (&ours * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gp = (&plain * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_diff(go.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-3);
+    assert!(max_diff(go.get(&w).unwrap(), gp.get(&w).unwrap()) < 1e-3);
+}
