@@ -33,17 +33,15 @@ fn main() -> Result<()> {
         let w1 = Tensor::randn(0f32, 0.1, (4 * c, c), &dev)?;
         let w2 = Tensor::randn(0f32, 0.1, (c, 4 * c), &dev)?;
         let b1 = Tensor::randn(0f32, 1.0, 4 * c, &dev)?;
-        let (w1t, w2t) = (w1.t()?.contiguous()?, w2.t()?.contiguous()?);
         let rows = x.reshape((batch * hw * hw, c))?;
         let hidden = rows.matmul(&w1.t()?)?;
         let steps = [
             ("depthwise conv 7x7", time_ms(iters, || nextdet_ops::depthwise_conv2d_nhwc(&x, &w, &b))?),
+            ("depthwise conv + norm", time_ms(iters, || nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&x, &w, &b, &b, &b, 1e-6))?),
             ("layer norm", time_ms(iters, || nextdet_ops::layer_norm(&x, &b, &b, 1e-6))?),
-            ("linear C->4C", time_ms(iters, || rows.matmul(&w1.t()?))?),
+            ("linear C->4C", time_ms(iters, || nextdet_ops::linear_no_bias(&rows, &w1))?),
             ("bias + GELU", time_ms(iters, || nextdet_ops::bias_gelu(&hidden, &b1))?),
-            ("linear 4C->C", time_ms(iters, || hidden.matmul(&w2.t()?))?),
-            ("linear C->4C, swapped", time_ms(iters, || w1t.t()?.matmul(&rows.t()?))?),
-            ("linear 4C->C, swapped", time_ms(iters, || w2t.t()?.matmul(&hidden.t()?))?),
+            ("linear 4C->C", time_ms(iters, || nextdet_ops::linear_no_bias(&hidden, &w2))?),
             (
                 "layer scale + residual",
                 time_ms(iters, || nextdet_ops::layer_scale_residual(&rows, &b, Some(&b), &rows))?,
