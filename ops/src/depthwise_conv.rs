@@ -138,29 +138,29 @@ unsafe fn load_lanes(p: *const f32) -> [f32; LANES] {
     std::ptr::read_unaligned(p as *const [f32; LANES])
 }
 
-/// One output row for kernel size `K`: blocks of `PIX` pixels x `LANES` channels accumulate
-/// all `K * K` taps in registers before one store. Channels past the last full block take the
-/// scalar path.
+/// One output row for kernel size `K` from the `K` zero-padded input rows it reads: blocks of
+/// `PIX` pixels x `LANES` channels accumulate all `K * K` taps in registers before one store.
+/// Channels past the last full block take the scalar path.
 #[inline(always)]
 fn conv_row_k<const K: usize, const FMA: bool>(
     out: &mut [f32],
-    xp: &[f32],
-    h: usize,
+    rows: &[&[f32]],
     taps: &[f32],
     bias: Option<&[f32]>,
     g: Geom,
 ) {
     let (c, w, wp) = (g.c, g.w, g.padded_w());
-    // The reads below stay inside these bounds: rows h..h+K of the padded image, columns up to
+    // The reads below stay inside these bounds: K rows of wp padded columns, columns up to
     // w0 + PIX - 1 + K - 1 < wp (the spare columns), channels c0..c0+LANES <= c.
-    assert!(g.k == K && xp.len() >= (h + K) * wp * c && taps.len() >= K * K * c && out.len() >= w * c);
+    assert!(g.k == K && rows.len() == K && rows.iter().all(|r| r.len() >= wp * c));
+    assert!(taps.len() >= K * K * c && out.len() >= w * c);
     let full = c / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
         let init = bias.map_or([0f32; LANES], |b| b[c0..c0 + LANES].try_into().expect("LANES values"));
         for w0 in (0..w).step_by(PIX) {
             let mut acc = [init; PIX];
-            for i in 0..K {
-                let row = xp[((h + i) * wp + w0) * c + c0..].as_ptr();
+            for (i, input_row) in rows.iter().enumerate() {
+                let row = input_row[w0 * c + c0..].as_ptr();
                 for j in 0..K {
                     // SAFETY: within the bounds asserted above.
                     let t = unsafe { load_lanes(taps.as_ptr().add((i * K + j) * c + c0)) };
@@ -178,19 +178,19 @@ fn conv_row_k<const K: usize, const FMA: bool>(
             }
         }
     }
-    conv_row_scalar(out, xp, h, taps, bias, g, full);
+    conv_row_scalar(out, rows, taps, bias, g, full);
 }
 
 /// Channels `from..C` of one output row, one value at a time (any kernel size).
 #[inline(always)]
-fn conv_row_scalar(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom, from: usize) {
-    let (c, k, wp) = (g.c, g.k, g.padded_w());
+fn conv_row_scalar(out: &mut [f32], rows: &[&[f32]], taps: &[f32], bias: Option<&[f32]>, g: Geom, from: usize) {
+    let (c, k) = (g.c, g.k);
     for wo in 0..g.w {
         for ch in from..c {
             let mut a = bias.map_or(0.0, |b| b[ch]);
-            for i in 0..k {
+            for (i, row) in rows.iter().enumerate() {
                 for j in 0..k {
-                    a += xp[((h + i) * wp + wo + j) * c + ch] * taps[(i * k + j) * c + ch];
+                    a += row[(wo + j) * c + ch] * taps[(i * k + j) * c + ch];
                 }
             }
             out[wo * c + ch] = a;
@@ -199,14 +199,52 @@ fn conv_row_scalar(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Op
 }
 
 multiversion! {
-    /// Output row `h` of one image from its padded input `xp`.
-    fn conv_row(out: &mut [f32], xp: &[f32], h: usize, taps: &[f32], bias: Option<&[f32]>, g: Geom) {
+    /// One output row from the `k` zero-padded input rows it reads.
+    fn conv_row(out: &mut [f32], rows: &[&[f32]], taps: &[f32], bias: Option<&[f32]>, g: Geom) {
         match g.k {
-            3 => conv_row_k::<3, FMA>(out, xp, h, taps, bias, g),
-            5 => conv_row_k::<5, FMA>(out, xp, h, taps, bias, g),
-            7 => conv_row_k::<7, FMA>(out, xp, h, taps, bias, g),
-            _ => conv_row_scalar(out, xp, h, taps, bias, g, 0),
+            3 => conv_row_k::<3, FMA>(out, rows, taps, bias, g),
+            5 => conv_row_k::<5, FMA>(out, rows, taps, bias, g),
+            7 => conv_row_k::<7, FMA>(out, rows, taps, bias, g),
+            _ => conv_row_scalar(out, rows, taps, bias, g, 0),
         }
+    }
+}
+
+/// The `k` zero-padded input rows around an output row, kept as a ring so that consecutive
+/// output rows copy one new input row each instead of padding the whole image up front.
+struct RowWindow {
+    /// `k` buffers of `padded_w * C` values; the padding columns stay zero.
+    buffers: Vec<Vec<f32>>,
+    /// Which `(image, input row)` each buffer holds (rows outside the image are all zeros).
+    holds: Vec<Option<(usize, isize)>>,
+    g: Geom,
+}
+
+impl RowWindow {
+    fn new(g: Geom) -> Self {
+        Self { buffers: vec![vec![0f32; g.padded_w() * g.c]; g.k], holds: vec![None; g.k], g }
+    }
+
+    /// The padded input rows `h - p ..= h + p` of image `n`, loading those not yet held.
+    fn rows_for(&mut self, x: &[f32], n: usize, h: usize) -> Vec<&[f32]> {
+        let g = self.g;
+        let (k, p, row_len) = (g.k as isize, g.pad(), g.row_len());
+        let mut slots = Vec::with_capacity(g.k);
+        for i in 0..k {
+            let r = h as isize + i - p as isize;
+            let slot = r.rem_euclid(k) as usize;
+            if self.holds[slot] != Some((n, r)) {
+                let interior = &mut self.buffers[slot][p * g.c..][..row_len];
+                if (0..g.h as isize).contains(&r) {
+                    interior.copy_from_slice(&x[(n * g.h + r as usize) * row_len..][..row_len]);
+                } else {
+                    interior.fill(0.0);
+                }
+                self.holds[slot] = Some((n, r));
+            }
+            slots.push(slot);
+        }
+        slots.into_iter().map(|s| self.buffers[s].as_slice()).collect()
     }
 }
 
@@ -216,18 +254,22 @@ type RowNorm<'a> = Option<(&'a [f32], &'a [f32], f32)>;
 /// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows,
 /// each row then normalized over channels if `norm` is given.
 fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, norm: RowNorm, g: Geom) -> Vec<f32> {
-    let xp = pad_images(x, g);
     let row = g.row_len();
-    let mut out = vec![0f32; g.n * g.h * row];
-    out.par_chunks_mut(row).enumerate().with_min_len(rows_per_task(row * g.k * g.k, 1 << 16)).for_each(
-        |(global, out_row)| {
+    let rows = g.n * g.h;
+    let mut out = vec![0f32; rows * row];
+    // A few runs of consecutive rows per thread, so that each run's window is reused.
+    let run = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(run * row).enumerate().for_each(|(chunk, out_rows)| {
+        let mut window = RowWindow::new(g);
+        for (r, out_row) in out_rows.chunks_mut(row).enumerate() {
+            let global = chunk * run + r;
             let (n, h) = (global / g.h, global % g.h);
-            conv_row(out_row, &xp[n * g.padded_image_len()..][..g.padded_image_len()], h, taps, bias, g);
+            conv_row(out_row, &window.rows_for(x, n, h), taps, bias, g);
             if let Some((w, b, eps)) = norm {
                 norm_rows_in_place(out_row, w, b, eps);
             }
-        },
-    );
+        }
+    });
     out
 }
 

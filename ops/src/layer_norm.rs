@@ -26,12 +26,29 @@ pub fn layer_norm_channels_first(x: &Tensor, weight: &Tensor, bias: &Tensor, eps
     y.permute((0, 3, 1, 2))?.contiguous()
 }
 
+/// Width of the partial sums in [`lane_sum`]: enough independent accumulators for the
+/// compiler to vectorize a reduction that would otherwise be one long dependency chain.
+const SUM_LANES: usize = 16;
+
+/// `sum f(i)` for `i in 0..n`, with `SUM_LANES` partial sums so that it vectorizes.
+#[inline(always)]
+fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; SUM_LANES];
+    let full = n / SUM_LANES * SUM_LANES;
+    for base in (0..full).step_by(SUM_LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(base + l);
+        }
+    }
+    acc.iter().sum::<f32>() + (full..n).map(&f).sum::<f32>()
+}
+
 /// Mean and reciprocal standard deviation of one row.
 #[inline(always)]
 fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(row.len(), |i| row[i]) / n;
+    let var = lane_sum(row.len(), |i| (row[i] - mean) * (row[i] - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -67,16 +84,12 @@ multiversion! {
         let (dw, db) = acc.split_at_mut(d);
         for ((dxr, xr), gr) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(gy.chunks_exact(d)) {
             let (mean, rstd) = row_stats(xr, eps);
-            let (mut m1, mut m2) = (0f32, 0f32);
             for i in 0..d {
-                let xhat = (xr[i] - mean) * rstd;
-                let gw = gr[i] * w[i];
-                m1 += gw;
-                m2 += gw * xhat;
-                dw[i] += gr[i] * xhat;
+                dw[i] += gr[i] * (xr[i] - mean) * rstd;
                 db[i] += gr[i];
             }
-            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+            let m1 = lane_sum(d, |i| gr[i] * w[i]) / d as f32;
+            let m2 = lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / d as f32;
             for i in 0..d {
                 let xhat = (xr[i] - mean) * rstd;
                 dxr[i] = rstd * (gr[i] * w[i] - m1 - xhat * m2);
