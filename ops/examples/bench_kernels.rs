@@ -37,7 +37,10 @@ fn main() -> Result<()> {
         let hidden = rows.matmul(&w1.t()?)?;
         let steps = [
             ("depthwise conv 7x7", time_ms(iters, || nextdet_ops::depthwise_conv2d_nhwc(&x, &w, &b))?),
-            ("depthwise conv + norm", time_ms(iters, || nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&x, &w, &b, &b, &b, 1e-6))?),
+            (
+                "depthwise conv + norm",
+                time_ms(iters, || nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&x, &w, &b, &b, &b, 1e-6))?,
+            ),
             ("layer norm", time_ms(iters, || nextdet_ops::layer_norm(&x, &b, &b, 1e-6))?),
             ("linear C->4C", time_ms(iters, || nextdet_ops::linear_no_bias(&rows, &w1))?),
             ("bias + GELU", time_ms(iters, || nextdet_ops::bias_gelu(&hidden, &b1))?),
