@@ -25,3 +25,20 @@ pub use layer_norm::{layer_norm, layer_norm_channels_first};
 pub use linear::linear_no_bias;
 pub use params::{Init, LoadReport, ParamStore, Scope};
 pub use residual::layer_scale_residual;
+pub mod mask_paste;
+pub mod resample;
+pub mod roi_align;
+pub use mask_paste::{
+    binary_masks_to_tensor, mask_targets, mask_targets_soft, paste_masks, paste_masks_soft, BinaryMask, MaskWindow,
+    PastedMask, SoftMask,
+};
+pub use resample::{resize_bilinear, resize_nearest, subsample_stride2};
+pub use roi_align::{roi_align, roi_align_nhwc, RoiAlign};
+pub mod anchors;
+pub mod boxes;
+pub mod nms;
+pub use anchors::{anchor_inside_flags, AnchorGenerator};
+pub use boxes::{aligned_giou, box_iof, box_iou, generalized_box_iou, Boxes, DeltaXywhCoder};
+pub use nms::{batched_nms, nms, BatchedNmsOpts};
+pub mod roi_extractor;
+pub use roi_extractor::{map_roi_levels, SingleRoiExtractor};
