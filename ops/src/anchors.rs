@@ -52,6 +52,18 @@ impl AnchorGenerator {
         Self::new(strides, ratios, &scales)
     }
 
+    /// The same anchors with the base anchors rounded to integers (half to even, as
+    /// `torch.round`), which is what torchvision's `AnchorGenerator` does; mmdet and detectron2
+    /// do not round. For comparing against torchvision-based detectors.
+    pub fn with_rounded_base_anchors(mut self) -> Self {
+        for level in &mut self.base_anchors {
+            for anchor in level.iter_mut() {
+                anchor.iter_mut().for_each(|v| *v = v.round_ties_even());
+            }
+        }
+        self
+    }
+
     /// Number of levels `L`.
     pub fn num_levels(&self) -> usize {
         self.strides.len()

@@ -37,6 +37,19 @@ fn anchors_match_mmdet_exactly() {
 }
 
 #[test]
+fn rounded_base_anchors_match_torchvision() {
+    let f = fixture("anchors.safetensors");
+    let mmdet = AnchorGenerator::new(&[4, 8, 16, 32, 64], &[0.5, 1.0, 2.0], &[8.0]).unwrap();
+    let tv = mmdet.clone().with_rounded_base_anchors();
+    let (ours, unrounded) =
+        (tv.grid_anchors(&SIZES, &Device::Cpu).unwrap(), mmdet.grid_anchors(&SIZES, &Device::Cpu).unwrap());
+    for (l, (a, m)) in ours.iter().zip(&unrounded).enumerate() {
+        assert_eq!(f32s(a), f32s(&f[&format!("tv_anchors_{l}")]), "level {l}");
+        assert_ne!(f32s(a), f32s(m), "level {l}: rounding must change the 0.5/2 ratio anchors");
+    }
+}
+
+#[test]
 fn valid_and_inside_flags_match_mmdet() {
     let f = fixture("anchors.safetensors");
     let gen = AnchorGenerator::new(&[4, 8, 16, 32, 64], &[0.5, 1.0, 2.0], &[8.0]).unwrap();

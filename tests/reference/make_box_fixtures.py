@@ -293,6 +293,14 @@ def main():
     octave = np.array([2 ** (i / 3) for i in range(3)]) * 4
     for lvl, (s, hw) in enumerate(zip([8, 16], [(3, 4), (2, 2)])):
         anc[f"octave_{lvl}"] = grid_anchors(base_anchors(s, torch.Tensor(octave), ratios), hw, s)
+    # torchvision's AnchorGenerator rounds its base anchors (sizes are absolute: stride * 8);
+    # its grid is the same position-major shift of them.
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TvAnchorGenerator
+
+    tv = TvAnchorGenerator()
+    for lvl, (s, hw) in enumerate(zip(strides, sizes)):
+        tv_base = tv.generate_anchors([s * 8], [0.5, 1.0, 2.0])
+        anc[f"tv_anchors_{lvl}"] = grid_anchors(tv_base, hw, s)
     save_file(anc, os.path.join(OUT, "anchors.safetensors"))
 
     for f in sorted(os.listdir(OUT)):
