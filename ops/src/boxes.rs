@@ -294,7 +294,8 @@ pub fn generalized_box_iou(a: &Boxes, b: &Boxes) -> Result<Tensor> {
 
 /// `[N]` generalized IoU of `pred[i]` with `target[i]`, differentiable in both (the GIoU loss is
 /// `1 - aligned_giou`). mmdet's `bbox_overlaps(mode='giou', is_aligned=True, eps)`: the union and
-/// the enclosing area are clamped below at `eps` (mmdet's `giou_loss` passes `1e-7`), so empty
+/// the enclosing area are clamped below at `eps` (mmdet's `GIoULoss` module uses `1e-6`, its bare
+/// `giou_loss` function defaults to `1e-7`), so empty
 /// and inverted boxes give finite values and finite gradients.
 pub fn aligned_giou(pred: &Boxes, target: &Boxes, eps: f64) -> Result<Tensor> {
     if pred.len() != target.len() {

@@ -13,6 +13,9 @@ use rayon::prelude::*;
 /// `bias: [C]`; returns `[N, H, W, C]`. Differentiable in all three arguments.
 pub fn depthwise_conv2d_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     check_weight(x.dim(3)?, weight, bias)?;
+    if x.elem_count() == 0 {
+        return x.zeros_like();
+    }
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, DepthwiseConv { norm_eps: None })
 }
 
@@ -36,6 +39,9 @@ pub fn depthwise_conv2d_layer_norm_nhwc(
             norm_weight.dims(),
             norm_bias.dims()
         );
+    }
+    if x.elem_count() == 0 {
+        return x.zeros_like();
     }
     let params = Tensor::stack(&[bias, norm_weight, norm_bias], 0)?;
     x.contiguous()?.apply_op3(&weight.contiguous()?, &params, DepthwiseConv { norm_eps: Some(eps as f32) })

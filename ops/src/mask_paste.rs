@@ -300,6 +300,9 @@ impl PasteInput {
         let rows = grid_taps(window.y0, wh, b[1], b[3], self.mh);
         let cols = grid_taps(window.x0, ww, b[0], b[2], self.mw);
         let mask = &self.masks[i * self.mh * self.mw..(i + 1) * self.mh * self.mw];
+        // Separable blend: rows first, then columns. `grid_sample` sums the four weighted
+        // corners instead, so a value can differ in the last bit and a pixel within ~1 ulp of
+        // the threshold can flip; the AP effect is nil, and the soft values match to 1e-6.
         // vcols[c * wh + y]: mask column c interpolated at window row y.
         let mut vcols = vec![0f32; self.mw * wh];
         for (c, vc) in vcols.chunks_exact_mut(wh).enumerate() {

@@ -541,11 +541,11 @@ pub fn batched_nms_slices(xyxy: &[f32], scores: &[f32], ids: &[i64], opts: &Batc
     if opts.class_agnostic {
         return nms_slices(xyxy, scores, opts.iou_thr);
     }
+    let max = xyxy.iter().fold(f32::NEG_INFINITY, |m, &v| if m < v { v } else { m });
+    let step = max + 1.0;
+    let shifted: Vec<f32> =
+        xyxy.chunks_exact(4).zip(ids).flat_map(|(b, &id)| b.iter().map(move |&v| v + id as f32 * step)).collect();
     if n < opts.split_thr {
-        let max = xyxy.iter().fold(f32::NEG_INFINITY, |m, &v| if m < v { v } else { m });
-        let step = max + 1.0;
-        let shifted: Vec<f32> =
-            xyxy.chunks_exact(4).zip(ids).flat_map(|(b, &id)| b.iter().map(move |&v| v + id as f32 * step)).collect();
         return nms_slices(&shifted, scores, opts.iou_thr);
     }
     let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
@@ -555,7 +555,9 @@ pub fn batched_nms_slices(xyxy: &[f32], scores: &[f32], ids: &[i64], opts: &Batc
     let groups: Vec<Vec<usize>> = groups.into_values().collect();
     let keep: Vec<usize> = groups
         .par_iter()
-        .flat_map_iter(|members| nms_ordered(xyxy, &sort_subset(scores, members.iter().copied()), opts.iou_thr))
+        // mmcv runs each id's NMS on the offset boxes too, so the split path keeps the same
+        // set as the one-pass path (the offsets change IoUs in the last bits).
+        .flat_map_iter(|members| nms_ordered(&shifted, &sort_subset(scores, members.iter().copied()), opts.iou_thr))
         .collect();
     Ok(sort_subset(scores, keep.into_iter()))
 }

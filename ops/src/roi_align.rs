@@ -115,6 +115,15 @@ impl Params {
         if !(layer.spatial_scale.is_finite() && layer.spatial_scale > 0.0) {
             bail!("roi_align: spatial_scale must be finite and positive, got {}", layer.spatial_scale);
         }
+        if layer.sampling_ratio > MAX_SAMPLING_RATIO {
+            bail!(
+                "roi_align: sampling_ratio {} is above {MAX_SAMPLING_RATIO} (use 0 for the adaptive grid)",
+                layer.sampling_ratio
+            );
+        }
+        if ph.checked_mul(pw).and_then(|b| b.checked_mul(1 << 20)).is_none() {
+            bail!("roi_align: output size {:?} is too large", layer.output_size);
+        }
         Ok(Self { ph, pw, scale: layer.spatial_scale, sampling: layer.sampling_ratio, aligned: layer.aligned })
     }
 
@@ -144,6 +153,10 @@ impl Dims {
         self.plane() * self.c
     }
 }
+
+/// Largest fixed `sampling_ratio`: its square is the number of samples kept per bin, so a huge
+/// one would exhaust memory instead of failing (mmdet uses 0, the adaptive grid; 2 is common).
+const MAX_SAMPLING_RATIO: usize = 64;
 
 /// Largest sampling grid per bin and axis: a bigger one (an adaptive grid over a RoI of more
 /// than 65536 feature pixels per bin) is refused rather than sampled for hours.

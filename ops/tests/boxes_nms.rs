@@ -296,3 +296,28 @@ fn score_filter_and_top_k() {
     assert!(top_k(&s, 0).unwrap().is_empty());
     assert!(top_k(&[], 5).unwrap().is_empty());
 }
+
+/// mmcv runs the per-id path on the offset boxes too, so where the path switches
+/// (`split_thr`) does not change which boxes are kept.
+#[test]
+fn batched_nms_split_path_keeps_the_same_boxes_as_the_offset_path() {
+    let mut state = 7u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let n = 3000;
+    let (mut xyxy, mut scores, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (x, y, w, h) = (next() * 300.0, next() * 300.0, 5.0 + next() * 20.0, 5.0 + next() * 20.0);
+        xyxy.extend([x, y, x + w, y + h]);
+        scores.push(next());
+        ids.push((next() * 40.0) as i64);
+    }
+    let one_pass = BatchedNmsOpts { iou_thr: 0.5, class_agnostic: false, split_thr: usize::MAX };
+    let split = BatchedNmsOpts { split_thr: 1, ..one_pass.clone() };
+    let a = batched_nms_slices(&xyxy, &scores, &ids, &one_pass).unwrap();
+    let b = batched_nms_slices(&xyxy, &scores, &ids, &split).unwrap();
+    assert!(a.len() > 100 && a.len() < n, "kept {}", a.len());
+    assert_eq!(a, b);
+}

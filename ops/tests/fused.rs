@@ -118,3 +118,15 @@ fn linear_equals_candle_matmul_forward_and_backward() {
     assert!(max_diff(go.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-3);
     assert!(max_diff(go.get(&w).unwrap(), gp.get(&w).unwrap()) < 1e-3);
 }
+
+#[test]
+fn depthwise_conv_of_an_empty_map_is_empty_not_a_panic() {
+    for shape in [[1, 4, 0, 8], [0, 4, 4, 8], [1, 0, 3, 8]] {
+        let x = Tensor::zeros(&shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let (w, b) = (randn(&[8, 1, 7, 7], 30), randn(&[8], 31));
+        let y = nextdet_ops::depthwise_conv2d_nhwc(&x, &w, &b).unwrap();
+        assert_eq!(y.dims(), &shape);
+        let y = nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&x, &w, &b, &b, &b, 1e-6).unwrap();
+        assert_eq!(y.dims(), &shape);
+    }
+}

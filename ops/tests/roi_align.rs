@@ -91,7 +91,9 @@ fn bad_inputs_are_errors() {
     assert!(err(roi_align(&x, &inf, (2, 2), 1.0, 0, true)).contains("non-finite"));
     let huge = Tensor::new(&[[0f32, 0.0, 0.0, 1e9, 4.0]], &dev).unwrap();
     assert!(err(roi_align(&x, &huge, (2, 2), 1.0, 0, true)).contains("samples per bin"));
-    assert!(err(roi_align(&x, &roi(0.0), (2, 2), 1.0, 100_000, true)).contains("samples per bin"));
+    assert!(err(roi_align(&x, &roi(0.0), (2, 2), 1.0, 100_000, true)).contains("sampling_ratio"));
+    assert!(err(roi_align(&x, &roi(0.0), (7, 7), 1.0, 65, true)).contains("sampling_ratio"));
+    assert!(err(roi_align(&x, &roi(0.0), (1 << 40, 1 << 40), 1.0, 0, true)).contains("too large"));
     assert!(err(roi_align(&x, &roi(0.0), (0, 2), 1.0, 0, true)).contains("output size"));
     assert!(err(roi_align(&x, &roi(0.0), (2, 2), 0.0, 0, true)).contains("spatial_scale"));
     let four = Tensor::zeros((1, 4), DType::F32, &dev).unwrap();
