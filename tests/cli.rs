@@ -1,6 +1,7 @@
 //! End-to-end tests of the `nextdet` binary: config printing and errors, classification against
 //! the PyTorch reference (`tests/reference/make_cli_fixtures.py`), ImageFolder evaluation,
-//! weight conversion, the benchmark, and the refusal of subcommands that are not built.
+//! weight conversion, the benchmark, COCO evaluation against pycocotools
+//! (`tests/reference/make_coco_eval_fixtures.py`), and the refusal of subcommands that are not built.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -149,7 +150,7 @@ fn benchmark_reports_speed_and_memory() {
 
 #[test]
 fn unbuilt_subcommands_refuse_with_a_nonzero_exit() {
-    for sub in ["train", "infer", "coco-eval", "make-shapes"] {
+    for sub in ["train", "infer", "make-shapes"] {
         let out = nextdet(&[sub, "configs/imagenet/convnext_tiny_1k_224.yaml"]);
         assert_eq!(out.status.code(), Some(2), "{sub}");
         assert!(stderr(&out).contains("not built yet"), "{sub}: {}", stderr(&out));
@@ -172,4 +173,62 @@ fn every_shipped_config_has_a_valid_model_section() {
         seen += 1;
     }
     assert!(seen >= 20, "only {seen} configs");
+}
+
+const COCO: &str = "tests/fixtures/coco";
+
+#[test]
+fn coco_eval_json_equals_pycocotools() {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(COCO).join("expected.json")).unwrap()).unwrap();
+    for (results, iou_type) in [("dt_bbox.json", "bbox"), ("dt_segm.json", "segm")] {
+        let gt = format!("{COCO}/gt.json");
+        let dt = format!("{COCO}/{results}");
+        let out = nextdet(&["coco-eval", "--gt", &gt, "--dt", &dt, "--iou-type", iou_type, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document on stdout");
+        assert_eq!(doc["iou_type"], iou_type);
+        let want = expected[results]["stats"].as_array().unwrap();
+        let got = doc["stats_list"].as_array().unwrap();
+        assert_eq!(got.len(), 12);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() < 1e-9, "{results} stat {i}: {g} vs {w}");
+        }
+        assert_eq!(doc["stats"]["AP"].as_f64(), got[0].as_f64());
+        assert_eq!(doc["per_category"].as_array().unwrap().len(), 4);
+    }
+}
+
+#[test]
+fn coco_eval_prints_the_pycocotools_summary() {
+    let out = nextdet(&[
+        "coco-eval",
+        "--gt",
+        "tests/fixtures/coco/gt.json",
+        "--dt",
+        "tests/fixtures/coco/dt_bbox.json",
+        "--iou-type",
+        "bbox",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.224"), "{text}");
+    assert!(text.contains(" Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ] = "), "{text}");
+    assert!(text.contains("triangle"), "{text}");
+}
+
+#[test]
+fn coco_eval_names_a_missing_results_file() {
+    let out = nextdet(&[
+        "coco-eval",
+        "--gt",
+        "tests/fixtures/coco/gt.json",
+        "--dt",
+        "tests/fixtures/coco/no_such_results.json",
+        "--iou-type",
+        "segm",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no_such_results.json"), "{}", stderr(&out));
 }

@@ -4,6 +4,7 @@
 
 mod benchmark;
 mod classify;
+mod coco_eval;
 mod common;
 mod convert;
 
@@ -93,10 +94,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Evaluate COCO results against ground truth (not built yet).
+    /// Evaluate COCO results against COCO ground truth, as pycocotools does: the 12 stats and
+    /// a per-category AP table.
     CocoEval {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The COCO ground-truth annotation file.
+        #[arg(long)]
+        gt: PathBuf,
+        /// The COCO results file (a list of detections).
+        #[arg(long)]
+        dt: PathBuf,
+        /// Match boxes (`bbox`) or masks (`segm`).
+        #[arg(long, value_enum)]
+        iou_type: coco_eval::IouTypeArg,
+        /// Print one JSON document instead of the text summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate the built-in shapes datasets (not built yet).
     MakeShapes {
@@ -167,7 +179,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Train { .. } => not_built("train", "the training engine (issue 5) and the detectors (issue 6)"),
         Command::Infer { .. } => not_built("infer", "the detectors (issue 6)"),
-        Command::CocoEval { .. } => not_built("coco-eval", "COCO evaluation (issue 4)"),
+        Command::CocoEval { gt, dt, iou_type, json } => coco_eval::run(&gt, &dt, iou_type, json),
         Command::MakeShapes { .. } => not_built("make-shapes", "the shapes datasets (issue 4)"),
     }
 }
