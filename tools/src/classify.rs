@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use nextdet_datasets::{load_rgb8, EvalTransform, ImageFolder};
 use nextdet_engine::config::Config;
+use nextdet_evaluation::{top_k_indices, TopKAccuracy};
 use nextdet_models::{ImageClassifier, Model};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -122,14 +123,6 @@ fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
         .collect())
 }
 
-/// Indices of the `k` largest values, largest first (ties: lower index first).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
-}
-
 /// `nextdet classify`: prints the top-k classes of each image.
 pub fn classify(
     config: &Path,
@@ -145,7 +138,7 @@ pub fn classify(
     for chunk in images.chunks(8) {
         let probs = softmax_rows(&s.net.forward(&load_batch(chunk, &s.transform)?, false)?)?;
         for (path, p) in chunk.iter().zip(probs) {
-            let top: Vec<(usize, f32)> = top_k(&p, k).into_iter().map(|i| (i, p[i])).collect();
+            let top: Vec<(usize, f32)> = top_k_indices(&p, k).into_iter().map(|i| (i, p[i])).collect();
             if !json {
                 println!("{}", path.display());
                 for (rank, (i, prob)) in top.iter().enumerate() {
@@ -191,25 +184,22 @@ pub fn test(
     }
     let bar = ProgressBar::new(folder.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}  {msg}")?);
-    let (mut top1, mut top5, mut seen) = (0usize, 0usize, 0usize);
+    let mut accuracy = TopKAccuracy::default();
     let start = Instant::now();
     for chunk in folder.samples().chunks(split.batch_size.max(1)) {
         let paths: Vec<PathBuf> = chunk.iter().map(|(p, _)| p.clone()).collect();
         let logits = s.net.forward(&load_batch(&paths, &s.transform)?, false)?.to_vec2::<f32>()?;
         for (row, (_, label)) in logits.iter().zip(chunk) {
-            let top = top_k(row, 5);
-            top1 += (top[0] == *label) as usize;
-            top5 += top.contains(label) as usize;
+            accuracy.update(row, *label);
         }
-        seen += chunk.len();
         bar.inc(chunk.len() as u64);
-        bar.set_message(format!("top1 {:.2}%", 100.0 * top1 as f64 / seen as f64));
+        bar.set_message(format!("top1 {:.2}%", accuracy.top1()));
     }
     bar.finish_and_clear();
     let metrics = serde_json::json!({
-        "top1": 100.0 * top1 as f64 / seen.max(1) as f64,
-        "top5": 100.0 * top5 as f64 / seen.max(1) as f64,
-        "images": seen,
+        "top1": accuracy.top1(),
+        "top5": accuracy.top5(),
+        "images": accuracy.seen(),
         "seconds": start.elapsed().as_secs_f64(),
         "config": config, "checkpoint": checkpoint,
     });
@@ -220,7 +210,7 @@ pub fn test(
     if json {
         println!("{metrics}");
     } else {
-        eprintln!("top-1 {:.2}%  top-5 {:.2}%  on {seen} images", metrics["top1"], metrics["top5"]);
+        eprintln!("top-1 {:.2}%  top-5 {:.2}%  on {} images", accuracy.top1(), accuracy.top5(), accuracy.seen());
     }
     Ok(())
 }
