@@ -12,3 +12,5 @@ pub mod masks;
 pub use classification::{top_k_indices, TopKAccuracy};
 pub use coco::{evaluate_files, CategoryAp, CocoStats, EvalError, IouType, STAT_NAMES};
 pub use masks::{polygons_to_mask, MaskError};
+pub mod detections;
+pub use detections::{Detections, Rle};

@@ -1,1 +1,6 @@
-//! Detection heads: anchors, RPN, box and mask heads, cascade, losses (issues 3 and 6). Nothing is built here yet.
+//! Detection heads: the RPN, the RoI box and mask heads, the cascade, and what they train with
+//! (assigners, samplers, losses). Parameter names follow mmdetection 2.11 so that the published
+//! ConvNeXt detection checkpoints load directly.
+
+pub mod targets;
+pub use targets::ImageTargets;
