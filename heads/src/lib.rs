@@ -4,3 +4,5 @@
 
 pub mod targets;
 pub use targets::ImageTargets;
+pub mod results;
+pub use results::{InstanceResult, TestMeta};

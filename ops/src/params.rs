@@ -22,6 +22,9 @@ pub enum Init {
     /// Uniform on `[-bound, bound]` (PyTorch's default for convolutions and linears uses
     /// `bound = 1 / sqrt(fan_in)`).
     Uniform { bound: f64 },
+    /// Normal with mean 0 (mmdetection's `normal_init`, e.g. std 0.01 for RPN and classifier
+    /// layers; Kaiming-normal is `std = sqrt(2 / fan)`).
+    Normal { std: f64 },
 }
 
 /// One registered parameter.
@@ -121,6 +124,7 @@ impl ParamStore {
             Init::Const(v) => vec![v as f32; n],
             Init::Uniform { bound } => (0..n).map(|_| inner.rng.gen_range(-bound..=bound) as f32).collect(),
             Init::TruncNormal { std } => (0..n).map(|_| truncated_normal(&mut inner.rng) * std as f32).collect(),
+            Init::Normal { std } => (0..n).map(|_| standard_normal(&mut inner.rng) * std as f32).collect(),
         };
         let var = Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)?;
         let tensor = if trainable { var.as_tensor().clone() } else { var.as_tensor().detach() };
@@ -129,6 +133,12 @@ impl ParamStore {
         inner.entries.push(Entry { name, var, trainable });
         Ok(tensor)
     }
+}
+
+/// A standard normal sample (Box-Muller).
+fn standard_normal(rng: &mut StdRng) -> f32 {
+    let (u1, u2): (f64, f64) = (rng.gen::<f64>().max(f64::MIN_POSITIVE), rng.gen());
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
 /// A standard normal sample redrawn until it lies within two standard deviations.

@@ -1,0 +1,88 @@
+//! Dense layers with PyTorch's parameter layout, shared by the neck and the heads: a 2-D
+//! convolution and a fully connected layer, both with a bias, both differentiable through
+//! candle's own ops.
+
+use candle_core::{Result, Tensor};
+
+use crate::params::{Init, Scope};
+
+/// Xavier-uniform init for a layer with these fans (mmdetection's `xavier_init(distribution='uniform')`).
+pub fn xavier_uniform(fan_in: usize, fan_out: usize) -> Init {
+    Init::Uniform { bound: (6.0 / (fan_in + fan_out) as f64).sqrt() }
+}
+
+/// Kaiming-normal init, `mode='fan_out'`, ReLU gain (mmdetection's mask head convolutions).
+pub fn kaiming_normal_fan_out(fan_out: usize) -> Init {
+    Init::Normal { std: (2.0 / fan_out as f64).sqrt() }
+}
+
+/// PyTorch's `nn.Conv2d` with a bias: `weight: [out, in, k, k]`, `bias: [out]`, NCHW.
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// `scope.weight` (`[out, inp, k, k]`, from `init`) and `scope.bias` (zeros); square kernel.
+    pub fn new(
+        scope: &Scope,
+        inp: usize,
+        out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        init: Init,
+    ) -> Result<Self> {
+        let weight = scope.param("weight", (out, inp, k, k), init)?;
+        let bias = Some(scope.param("bias", out, Init::Const(0.0))?);
+        Ok(Self { weight, bias, stride, padding })
+    }
+
+    /// The same convolution without a bias parameter (before a batch norm).
+    pub fn new_no_bias(
+        scope: &Scope,
+        inp: usize,
+        out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        init: Init,
+    ) -> Result<Self> {
+        let weight = scope.param("weight", (out, inp, k, k), init)?;
+        Ok(Self { weight, bias: None, stride, padding })
+    }
+
+    /// `[N, inp, H, W]` to `[N, out, H', W']`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// PyTorch's `nn.Linear`: `weight: [out, in]`, `bias: [out]`.
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `scope.weight` from `init` and `scope.bias` (zeros).
+    pub fn new(scope: &Scope, inp: usize, out: usize, init: Init) -> Result<Self> {
+        Ok(Self { weight: scope.param("weight", (out, inp), init)?, bias: scope.param("bias", out, Init::Const(0.0))? })
+    }
+
+    /// `[..., in]` to `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::linear_no_bias(x, &self.weight)?.broadcast_add(&self.bias)
+    }
+}
