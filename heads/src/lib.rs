@@ -6,3 +6,6 @@ pub mod targets;
 pub use targets::ImageTargets;
 pub mod results;
 pub use results::{InstanceResult, TestMeta};
+pub mod assigner;
+pub mod losses;
+pub mod sampler;
