@@ -2,19 +2,30 @@
 //!
 //! The ground truth and the results are COCO JSON files as pycocotools reads them: the results
 //! are a list of `{image_id, category_id, bbox, score}` (plus `segmentation` as RLE or polygons
-//! for masks), or an object with an `annotations` list. The evaluation is hotcoco's
-//! pycocotools-compatible `COCOeval` with the default parameters (IoU 0.50:0.95, 101 recall
-//! points, `maxDets = [1, 10, 100]`, the small/medium/large area ranges).
+//! for masks), or an object with an `annotations` list. The matching and accumulation are
+//! hotcoco's pycocotools-compatible `COCOeval` (IoU 0.50:0.95, 101 recall points, the
+//! small/medium/large area ranges); the 12 summary numbers are then read off the accumulated
+//! precision/recall exactly as pycocotools' `summarize()` does, which matters for a `maxDets`
+//! other than the default `[1, 10, 100]`: with mmdetection's `[100, 300, 1000]` pycocotools reports
+//! AP@[.50:.95] at 100 detections but AP50/AP75/APs/APm/APl and ARs/ARm/ARl at 1000.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 /// The names of the 12 COCO summary numbers, in pycocotools' `stats` order.
 pub const STAT_NAMES: [&str; 12] =
     ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
+
+/// pycocotools' default `COCOeval.params.maxDets` (what `evaluate_files` uses).
+pub const COCO_MAX_DETS: [usize; 3] = [1, 10, 100];
+
+/// The `maxDets` mmdetection 2.11's `CocoDataset.evaluate` sets (its `proposal_nums`), used by
+/// [`crate::CocoEvaluator`] to reproduce the paper's numbers (REFERENCE.md 7.10).
+pub const MMDET_MAX_DETS: [usize; 3] = [100, 300, 1000];
 
 /// What is matched: boxes or instance masks (pycocotools' `iouType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -35,7 +46,7 @@ impl IouType {
         }
     }
 
-    fn to_hotcoco(self) -> hotcoco::IouType {
+    pub(crate) fn to_hotcoco(self) -> hotcoco::IouType {
         match self {
             IouType::Bbox => hotcoco::IouType::Bbox,
             IouType::Segm => hotcoco::IouType::Segm,
@@ -69,8 +80,9 @@ pub struct CategoryAp {
     pub id: u64,
     /// The category name in the ground truth.
     pub name: String,
-    /// AP@[.50:.95] for this category at area `all` and 100 detections per image (what
-    /// mmdetection's `classwise` table shows); `-1.0` when the category has no ground truth.
+    /// AP@[.50:.95] for this category at area `all` and the largest `maxDets` (100 by default,
+    /// 1000 with mmdetection's parameters), what mmdetection's `classwise` table shows; `-1.0`
+    /// when the category has no ground truth (mmdetection prints `nan`).
     pub ap: f64,
 }
 
@@ -81,8 +93,12 @@ pub struct CocoStats {
     pub iou_type: IouType,
     /// pycocotools' `COCOeval.stats`, in the order of [`STAT_NAMES`]: AP, AP50, AP75, APs, APm,
     /// APl, AR1, AR10, AR100, ARs, ARm, ARl. `-1.0` where pycocotools gives `-1` (no ground truth
-    /// in that area range).
+    /// in that area range). The names assume the default `maxDets`; see `max_dets`.
     pub stats: [f64; 12],
+    /// The sorted `maxDets` the evaluation used: [`COCO_MAX_DETS`] or [`MMDET_MAX_DETS`].
+    /// pycocotools' stats 0 uses 100 detections, stats 1-5 and 8-11 the third entry, stats 6
+    /// and 7 the first and second.
+    pub max_dets: [usize; 3],
     /// AP per ground-truth category, in ascending category id order.
     pub per_category: Vec<CategoryAp>,
 }
@@ -95,24 +111,26 @@ impl CocoStats {
 
     /// The 12 lines pycocotools' `COCOeval.summarize()` prints, without a trailing newline.
     pub fn summary_lines(&self) -> Vec<String> {
-        // (is AP, IoU label, area label, maxDets) for each of the 12 numbers.
-        const ROWS: [(bool, &str, &str, u32); 12] = [
-            (true, "0.50:0.95", "all", 100),
-            (true, "0.50", "all", 100),
-            (true, "0.75", "all", 100),
-            (true, "0.50:0.95", "small", 100),
-            (true, "0.50:0.95", "medium", 100),
-            (true, "0.50:0.95", "large", 100),
-            (false, "0.50:0.95", "all", 1),
-            (false, "0.50:0.95", "all", 10),
-            (false, "0.50:0.95", "all", 100),
-            (false, "0.50:0.95", "small", 100),
-            (false, "0.50:0.95", "medium", 100),
-            (false, "0.50:0.95", "large", 100),
+        // (is AP, IoU label, area label, which maxDets) for each of the 12 numbers; `None` is
+        // pycocotools' fixed 100 of `_summarize`'s default argument.
+        const ROWS: [(bool, &str, &str, Option<usize>); 12] = [
+            (true, "0.50:0.95", "all", None),
+            (true, "0.50", "all", Some(2)),
+            (true, "0.75", "all", Some(2)),
+            (true, "0.50:0.95", "small", Some(2)),
+            (true, "0.50:0.95", "medium", Some(2)),
+            (true, "0.50:0.95", "large", Some(2)),
+            (false, "0.50:0.95", "all", Some(0)),
+            (false, "0.50:0.95", "all", Some(1)),
+            (false, "0.50:0.95", "all", Some(2)),
+            (false, "0.50:0.95", "small", Some(2)),
+            (false, "0.50:0.95", "medium", Some(2)),
+            (false, "0.50:0.95", "large", Some(2)),
         ];
         ROWS.iter()
             .zip(self.stats.iter())
-            .map(|(&(ap, iou, area, max_dets), value)| {
+            .map(|(&(ap, iou, area, slot), value)| {
+                let max_dets = slot.map_or(100, |i| self.max_dets[i]);
                 let title = if ap { "Average Precision  (AP)" } else { "Average Recall     (AR)" };
                 format!(" {title} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3} ] = {value:.3}")
             })
@@ -156,11 +174,71 @@ pub enum EvalError {
     /// An IoU type other than `bbox` or `segm` was asked for.
     #[error("unknown IoU type `{0}` (expected `bbox` or `segm`)")]
     UnknownIouType(String),
+    /// A detection's contiguous label has no category: the ground truth has `num_classes`.
+    #[error(
+        "image {image_id}: detection {index} has label {label}, but the ground truth has {num_classes} \
+         categories (labels 0..{num_classes})"
+    )]
+    LabelOutOfRange {
+        /// The image of the detections.
+        image_id: u64,
+        /// The detection's position in its image.
+        index: usize,
+        /// The label given.
+        label: usize,
+        /// The number of ground-truth categories.
+        num_classes: usize,
+    },
+    /// Detections name an image that is not in the ground truth (pycocotools' `loadRes` refuses
+    /// them too).
+    #[error("detections for image {image_id}, which is not in the ground truth {}", gt.display())]
+    UnknownImage {
+        /// The image id given.
+        image_id: u64,
+        /// The ground-truth file.
+        gt: PathBuf,
+    },
+    /// The same image was added twice.
+    #[error("detections for image {image_id} were already added")]
+    DuplicateImage {
+        /// The image id given twice.
+        image_id: u64,
+    },
+    /// The detections of one image are inconsistent or unusable (list lengths, a non-finite
+    /// number, a missing mask, a mask of the wrong size or with broken runs).
+    #[error("image {image_id}: {reason}")]
+    BadDetections {
+        /// The image of the detections.
+        image_id: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Matching the in-memory detections failed.
+    #[error("COCO {iou_type} evaluation of the detections against {} failed: {source}", gt.display())]
+    EvaluateDetections {
+        /// What was matched.
+        iou_type: IouType,
+        /// The ground-truth file.
+        gt: PathBuf,
+        /// hotcoco's error.
+        #[source]
+        source: hotcoco::Error,
+    },
+    /// A results file could not be written.
+    #[error("cannot write the COCO results {}: {source}", path.display())]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O or JSON error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Evaluates the COCO results file `dt` against the COCO ground truth `gt`, as pycocotools'
 /// `COCOeval(COCO(gt), COCO(gt).loadRes(dt), iou_type)` followed by `evaluate()`,
-/// `accumulate()` and `summarize()`, and returns the 12 numbers and the per-category AP.
+/// `accumulate()` and `summarize()` with the default parameters ([`COCO_MAX_DETS`]), and returns
+/// the 12 numbers and the per-category AP.
 ///
 /// An empty results list is not an error (pycocotools' `loadRes` fails on it): every category
 /// with ground truth then scores 0 and area ranges without ground truth give `-1`.
@@ -172,44 +250,131 @@ pub enum EvalError {
 pub fn evaluate_files(gt: &Path, dt: &Path, iou_type: IouType) -> Result<CocoStats, EvalError> {
     let coco_gt = hotcoco::COCO::new(gt).map_err(|source| EvalError::GroundTruth { path: gt.to_path_buf(), source })?;
     let coco_dt = coco_gt.load_res(dt).map_err(|source| EvalError::Results { path: dt.to_path_buf(), source })?;
+    run_cocoeval(Arc::new(coco_gt), coco_dt, iou_type, COCO_MAX_DETS).map_err(|source| EvalError::Evaluate {
+        iou_type,
+        path: dt.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs hotcoco's `COCOeval` over every ground-truth image and category with the sorted
+/// `max_dets`, then summarizes as pycocotools does.
+pub(crate) fn run_cocoeval(
+    coco_gt: Arc<hotcoco::COCO>,
+    coco_dt: hotcoco::COCO,
+    iou_type: IouType,
+    max_dets: [usize; 3],
+) -> Result<CocoStats, hotcoco::Error> {
+    let img_ids: Vec<u64> = coco_gt.dataset.images.iter().map(|im| im.id).collect();
+    let cat_ids: Vec<u64> = coco_gt.dataset.categories.iter().map(|c| c.id).collect();
     let mut ev = hotcoco::COCOeval::new(coco_gt, coco_dt, iou_type.to_hotcoco());
-    ev.evaluate().map_err(|source| EvalError::Evaluate { iou_type, path: dt.to_path_buf(), source })?;
+    ev.params.img_ids = img_ids;
+    ev.params.cat_ids = cat_ids;
+    ev.params.max_dets = max_dets.to_vec();
+    ev.evaluate()?;
     ev.accumulate();
-    // `summarize_lines` computes the stats without printing (`summarize` prints to stdout).
-    let _ = ev.summarize_lines();
-    let raw = ev.stats().unwrap_or(&[]);
-    let mut stats = [-1.0; 12];
-    for (slot, value) in stats.iter_mut().zip(raw) {
-        *slot = *value;
+    Ok(summarize(&ev, iou_type, max_dets))
+}
+
+/// The mean of the values above -1 (pycocotools' `np.mean(s[s > -1])`), or -1 when none is.
+fn mean_of_valid(values: impl Iterator<Item = f64>, scratch: &mut Vec<f64>) -> f64 {
+    scratch.clear();
+    scratch.extend(values.filter(|&v| v > -1.0));
+    if scratch.is_empty() {
+        -1.0
+    } else {
+        numpy_pairwise_sum(scratch) / scratch.len() as f64
     }
-    let per_category = per_category_ap(&ev);
-    Ok(CocoStats { iou_type, stats, per_category })
+}
+
+/// A sum in the order numpy's `add.reduce` uses on a contiguous float64 array, so that means
+/// agree with `np.mean` to the last bit: serial below 8 values, eight interleaved partial sums up
+/// to 128, and above that the two halves (split at a multiple of 8) summed recursively.
+fn numpy_pairwise_sum(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n < 8 {
+        return v.iter().fold(0.0, |acc, &x| acc + x);
+    }
+    if n <= 128 {
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&v[..8]);
+        let whole = n - n % 8;
+        for chunk in v[8..whole].chunks_exact(8) {
+            for (acc, &x) in r.iter_mut().zip(chunk) {
+                *acc += x;
+            }
+        }
+        let head = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        return v[whole..].iter().fold(head, |acc, &x| acc + x);
+    }
+    let split = n / 2 - (n / 2) % 8;
+    numpy_pairwise_sum(&v[..split]) + numpy_pairwise_sum(&v[split..])
+}
+
+/// pycocotools' `summarize()` for boxes and masks on an accumulated evaluation: the 12 numbers
+/// with the detection limits it uses for each (`None` = its default argument, 100), averaged
+/// over the precision `[T, R, K]` or recall `[T, K]` slice in numpy's flattening order.
+fn summarize(ev: &hotcoco::COCOeval, iou_type: IouType, max_dets: [usize; 3]) -> CocoStats {
+    let Some(acc) = ev.accumulated() else {
+        return CocoStats { iou_type, stats: [-1.0; 12], max_dets, per_category: Vec::new() };
+    };
+    let p = &ev.params;
+    // (is AP, IoU threshold, area label, detection limit) as in pycocotools' `_summarizeDets`.
+    let rows: [(bool, Option<f64>, &str, usize); 12] = [
+        (true, None, "all", 100),
+        (true, Some(0.5), "all", max_dets[2]),
+        (true, Some(0.75), "all", max_dets[2]),
+        (true, None, "small", max_dets[2]),
+        (true, None, "medium", max_dets[2]),
+        (true, None, "large", max_dets[2]),
+        (false, None, "all", max_dets[0]),
+        (false, None, "all", max_dets[1]),
+        (false, None, "all", max_dets[2]),
+        (false, None, "small", max_dets[2]),
+        (false, None, "medium", max_dets[2]),
+        (false, None, "large", max_dets[2]),
+    ];
+    let shape = acc.shape;
+    let mut scratch = Vec::new();
+    let mut stats = [-1.0; 12];
+    for (slot, &(ap, iou, area, max_det)) in stats.iter_mut().zip(&rows) {
+        // A limit or area range not in the parameters selects nothing: pycocotools gives -1.
+        let (Some(a), Some(m)) = (p.area_range_idx(area), p.max_dets.iter().position(|&d| d == max_det)) else {
+            continue;
+        };
+        let ts: Vec<usize> = match iou {
+            Some(thr) => p.iou_thr_idx(thr).into_iter().collect(),
+            None => (0..shape.t).collect(),
+        };
+        *slot = if ap {
+            let values = ts.iter().flat_map(|&t| {
+                (0..shape.r)
+                    .flat_map(move |r| (0..shape.k).map(move |k| acc.precision[acc.precision_idx(t, r, k, a, m)]))
+            });
+            mean_of_valid(values, &mut scratch)
+        } else {
+            let values = ts.iter().flat_map(|&t| (0..shape.k).map(move |k| acc.recall[acc.recall_idx(t, k, a, m)]));
+            mean_of_valid(values, &mut scratch)
+        };
+    }
+    let per_category = per_category_ap(ev, acc, &mut scratch);
+    CocoStats { iou_type, stats, max_dets, per_category }
 }
 
 /// AP@[.50:.95] per category at area `all` and the largest `maxDets`, as mmdetection's
 /// `classwise` table computes it: the mean of the precision entries that are not `-1`.
-fn per_category_ap(ev: &hotcoco::COCOeval) -> Vec<CategoryAp> {
-    let Some(acc) = ev.accumulated() else {
-        return Vec::new();
-    };
+fn per_category_ap(ev: &hotcoco::COCOeval, acc: &hotcoco::AccumulatedEval, scratch: &mut Vec<f64>) -> Vec<CategoryAp> {
     let area = ev.params.all_area_idx();
     let max_det = ev.params.max_det_idx();
+    let shape = acc.shape;
     let mut rows: Vec<CategoryAp> = acc
         .cat_ids
         .iter()
         .enumerate()
         .map(|(k, &id)| {
-            let (mut sum, mut count) = (0.0, 0usize);
-            for t in 0..acc.shape.t {
-                for r in 0..acc.shape.r {
-                    let p = acc.precision[acc.precision_idx(t, r, k, area, max_det)];
-                    if p > -1.0 {
-                        sum += p;
-                        count += 1;
-                    }
-                }
-            }
-            let ap = if count == 0 { -1.0 } else { sum / count as f64 };
+            let values = (0..shape.t)
+                .flat_map(|t| (0..shape.r).map(move |r| acc.precision[acc.precision_idx(t, r, k, area, max_det)]));
+            let ap = mean_of_valid(values, scratch);
             let name = ev.coco_gt().get_cat(id).map(|c| c.name.clone()).unwrap_or_default();
             CategoryAp { id, name, ap }
         })

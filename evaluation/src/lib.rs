@@ -2,8 +2,9 @@
 //!
 //! [`coco`] evaluates COCO results files against a COCO ground truth with the `hotcoco` crate
 //! and returns pycocotools' 12 summary numbers and a per-category AP table. [`classification`]
-//! has top-1 / top-5 accuracy; [`masks`] rasterizes COCO polygons as pycocotools does. The in-memory `CocoEvaluator` fed with detections is not built
-//! yet.
+//! has top-1 / top-5 accuracy; [`masks`] rasterizes COCO polygons as pycocotools does.
+//! [`evaluator::CocoEvaluator`] evaluates in-memory detections as mmdetection 2.11 does, and
+//! [`rle`] compresses masks to COCO RLE strings.
 
 pub mod classification;
 pub mod coco;
@@ -14,3 +15,8 @@ pub use coco::{evaluate_files, CategoryAp, CocoStats, EvalError, IouType, STAT_N
 pub use masks::{polygons_to_mask, MaskError};
 pub mod detections;
 pub use detections::{Detections, Rle};
+pub mod evaluator;
+pub mod rle;
+pub use coco::{COCO_MAX_DETS, MMDET_MAX_DETS};
+pub use evaluator::CocoEvaluator;
+pub use rle::RleError;
