@@ -9,3 +9,8 @@ pub use results::{InstanceResult, TestMeta};
 pub mod assigner;
 pub mod losses;
 pub mod sampler;
+pub mod batch_norm;
+pub mod bbox_head;
+pub mod mask_head;
+pub mod roi_head;
+pub mod cascade;

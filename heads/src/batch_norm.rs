@@ -1,0 +1,112 @@
+//! Batch normalization with PyTorch's parameters and buffers (`weight`, `bias`, `running_mean`,
+//! `running_var`, `num_batches_tracked`), as the Cascade box heads' `SyncBN` needs it (on one
+//! device `SyncBN` is plain `BatchNorm`; REFERENCE.md 3.5).
+//!
+//! Training mode normalizes with the batch's own statistics (biased variance), differentiably,
+//! and moves the running statistics towards them with momentum 0.1 (the running variance takes
+//! the unbiased variance, as PyTorch does). Evaluation mode uses the running statistics.
+
+use candle_core::{bail, DType, Result, Tensor};
+use nextdet_ops::{Init, Scope};
+
+/// `nn.BatchNorm1d` (`[N, C]`) and `nn.BatchNorm2d` (`[N, C, H, W]`) in one type: the
+/// statistics are per channel (dimension 1) over every other dimension.
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+    /// Added to the variance before the square root (PyTorch: 1e-5).
+    pub eps: f64,
+    /// Weight of the new batch in the running statistics (PyTorch: 0.1).
+    pub momentum: f64,
+}
+
+/// `nn.BatchNorm2d`: statistics over `N, H, W` of `[N, C, H, W]`.
+pub type BatchNorm2d = BatchNorm;
+/// `nn.BatchNorm1d`: statistics over `N` of `[N, C]`.
+pub type BatchNorm1d = BatchNorm;
+
+impl BatchNorm {
+    /// `scope.weight` (ones) and `scope.bias` (zeros) trainable; `running_mean` (zeros),
+    /// `running_var` (ones) and `num_batches_tracked` (a scalar 0) as buffers.
+    pub fn new(scope: &Scope, channels: usize) -> Result<Self> {
+        Ok(Self {
+            weight: scope.param("weight", channels, Init::Const(1.0))?,
+            bias: scope.param("bias", channels, Init::Const(0.0))?,
+            running_mean: scope.buffer("running_mean", channels, Init::Const(0.0))?,
+            running_var: scope.buffer("running_var", channels, Init::Const(1.0))?,
+            num_batches_tracked: scope.buffer("num_batches_tracked", (), Init::Const(0.0))?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// The running mean (a view of the buffer; it changes after a training-mode forward).
+    pub fn running_mean(&self) -> &Tensor {
+        &self.running_mean
+    }
+
+    /// The running (unbiased) variance.
+    pub fn running_var(&self) -> &Tensor {
+        &self.running_var
+    }
+
+    /// How many training-mode batches have updated the running statistics.
+    pub fn num_batches_tracked(&self) -> Result<f32> {
+        self.num_batches_tracked.to_dtype(DType::F32)?.to_scalar::<f32>()
+    }
+
+    /// Normalizes `x` (`[N, C]` or `[N, C, H, W]`). With `train`, uses the batch statistics and
+    /// updates the running ones (at least two values per channel are needed, as in PyTorch).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.channels();
+        let shape: Vec<usize> = match x.dims() {
+            &[_, ch] if ch == c => vec![1, c],
+            &[_, ch, _, _] if ch == c => vec![1, c, 1, 1],
+            dims => bail!("batch norm over {c} channels: expected [N, {c}] or [N, {c}, H, W], got {dims:?}"),
+        };
+        let (mean, var) = if train {
+            let count = x.elem_count() / c;
+            if count < 2 {
+                bail!("batch norm: training needs more than one value per channel, got input {:?}", x.dims());
+            }
+            let reduce = |t: &Tensor| -> Result<Tensor> {
+                let mut s = t.sum_keepdim(0)?;
+                for d in 2..t.rank() {
+                    s = s.sum_keepdim(d)?;
+                }
+                s / count as f64
+            };
+            let mean = reduce(x)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = reduce(&centered.sqr()?)?;
+            self.update_running(&mean.flatten_all()?.detach(), &var.flatten_all()?.detach(), count)?;
+            (mean, var)
+        } else {
+            (self.running_mean.reshape(shape.as_slice())?, self.running_var.reshape(shape.as_slice())?)
+        };
+        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
+        let scale = self.weight.reshape(shape.as_slice())?.broadcast_mul(&inv_std)?;
+        x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape.as_slice())?)
+    }
+
+    /// `running = (1 - m) * running + m * batch`, the variance unbiased by `count / (count - 1)`;
+    /// written in place into the buffers so that the parameter store sees and saves them.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let unbiased = (var * (count as f64 / (count - 1) as f64))?;
+        let new_mean = ((&self.running_mean * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((&self.running_var * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.slice_set(&new_mean.contiguous()?, 0, 0)?;
+        self.running_var.slice_set(&new_var.contiguous()?, 0, 0)?;
+        let tracked = self.num_batches_tracked.reshape(1)?;
+        tracked.slice_set(&(tracked.copy()? + 1.0)?, 0, 0)
+    }
+}
