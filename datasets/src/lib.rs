@@ -22,5 +22,8 @@ pub use image_io::{decode_rgb8, load_rgb8, ImageIoError, RgbImage};
 pub use resize::{resize_rgb8, resize_rgb8_with_order, Filter, PassOrder};
 pub mod sample;
 pub use sample::{Bitmap, DetSample, ImageMeta};
+pub mod cls_augment;
 pub mod coco;
+pub mod mixup;
+pub mod rand_augment;
 pub mod shapes;
