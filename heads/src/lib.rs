@@ -14,3 +14,4 @@ pub mod bbox_head;
 pub mod mask_head;
 pub mod roi_head;
 pub mod cascade;
+pub mod rpn;

@@ -39,6 +39,7 @@ fn fpn_outputs_and_gradients_match_torch() {
     let mut objective = Tensor::new(0f32, &Device::Cpu).unwrap();
     for (i, o) in outs.iter().enumerate() {
         let d = max_abs_diff(o, &fx[&format!("out{i}")]);
+        eprintln!("out{i} {:?}: max diff {d:e}", o.dims());
         assert!(d < 1e-5, "out{i}: max diff {d}");
         objective = (objective + (o * &fx[&format!("gy{i}")]).unwrap().sum_all().unwrap()).unwrap();
     }
@@ -51,6 +52,7 @@ fn fpn_outputs_and_gradients_match_torch() {
     assert_eq!(trainable.len(), 16);
     for (name, var) in trainable {
         let d = max_abs_diff(grads.get(var.as_tensor()).unwrap(), &fx[&format!("grad.{name}")]);
+        eprintln!("grad.{name}: max diff {d:e}");
         assert!(d < 1e-3, "grad.{name}: max diff {d}");
     }
 }

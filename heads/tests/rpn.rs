@@ -1,0 +1,201 @@
+//! RPN head parity with the torch re-implementation of mmdet 2.11's RPNHead in
+//! tests/reference/make_fpn_rpn_fixtures.py (rpn.safetensors): head outputs, proposals (per-level
+//! top-k, clipped decode, min size, per-level NMS), and both RPN losses with their gradients to
+//! the head weights, for the Mask R-CNN (L1, allowed_border -1) and Cascade (SmoothL1 1/9,
+//! allowed_border 0) settings, with per-image pad shapes. The sampler is sized so that it keeps
+//! every candidate, which makes the loss deterministic.
+
+use candle_core::{Device, Tensor};
+use nextdet_heads::assigner::MaxIoUAssignerConfig;
+use nextdet_heads::losses::RegLossConfig;
+use nextdet_heads::rpn::{
+    AnchorGeneratorConfig, BboxCoderConfig, ProposalConfig, RpnHead, RpnHeadConfig, RpnOutput, RpnTrainConfig,
+};
+use nextdet_heads::sampler::RandomSamplerConfig;
+use nextdet_heads::ImageTargets;
+use nextdet_ops::ParamStore;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::HashMap;
+
+fn fixture() -> HashMap<String, Tensor> {
+    let path = format!("{}/../tests/fixtures/fpn_rpn/rpn.safetensors", env!("CARGO_MANIFEST_DIR"));
+    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn proposal_cfg(nms_pre: usize, max_per_img: usize, nms_iou: f32, min_bbox_size: f32) -> ProposalConfig {
+    ProposalConfig { nms_pre, max_per_img, nms_iou, min_bbox_size }
+}
+
+fn config(loss_bbox: RegLossConfig, allowed_border: f32) -> RpnHeadConfig {
+    RpnHeadConfig {
+        feat_channels: 8,
+        anchor_generator: AnchorGeneratorConfig {
+            scales: vec![8.0],
+            ratios: vec![0.5, 1.0, 2.0],
+            strides: vec![4, 8, 16, 32, 64],
+        },
+        bbox_coder: BboxCoderConfig { target_means: [0.0; 4], target_stds: [1.0; 4] },
+        loss_bbox,
+        train: RpnTrainConfig {
+            assigner: MaxIoUAssignerConfig {
+                pos_iou_thr: 0.7,
+                neg_iou_thr: 0.3,
+                min_pos_iou: 0.3,
+                match_low_quality: true,
+                ignore_iof_thr: -1.0,
+            },
+            sampler: RandomSamplerConfig {
+                num: 100_000,
+                pos_fraction: 0.5,
+                neg_pos_ub: -1,
+                add_gt_as_proposals: false,
+            },
+            allowed_border,
+        },
+        train_proposals: proposal_cfg(2000, 1000, 0.7, 0.0),
+        test_proposals: proposal_cfg(1000, 1000, 0.7, 0.0),
+    }
+}
+
+fn build(cfg: &RpnHeadConfig, fx: &HashMap<String, Tensor>) -> (ParamStore, RpnHead) {
+    let store = ParamStore::new(&Device::Cpu, 0);
+    let head = RpnHead::new(cfg, 8, &store.root().pp("rpn_head")).unwrap();
+    let weights: HashMap<String, Tensor> =
+        fx.iter().filter(|(k, _)| k.starts_with("rpn_head.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let report = store.load(&weights).unwrap();
+    assert!(report.is_exact(), "{report:?}");
+    (store, head)
+}
+
+fn feats(fx: &HashMap<String, Tensor>) -> Vec<Tensor> {
+    (0..5).map(|l| fx[&format!("feat{l}")].clone()).collect()
+}
+
+#[test]
+fn head_outputs_match_torch() {
+    let fx = fixture();
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let out = head.forward(&feats(&fx)).unwrap();
+    for l in 0..5 {
+        let d = max_abs_diff(&out.cls[l], &fx[&format!("cls{l}")]);
+        assert!(d < 1e-5, "cls{l}: {d}");
+        let d = max_abs_diff(&out.reg[l], &fx[&format!("reg{l}")]);
+        assert!(d < 1e-5, "reg{l}: {d}");
+    }
+}
+
+#[test]
+fn proposals_match_mmdet() {
+    let fx = fixture();
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let out = RpnOutput {
+        cls: (0..5).map(|l| fx[&format!("cls{l}")].clone()).collect(),
+        reg: (0..5).map(|l| fx[&format!("reg{l}")].clone()).collect(),
+    };
+    for (name, cfg) in [("a", proposal_cfg(50, 40, 0.7, 0.0)), ("b", proposal_cfg(30, 25, 0.5, 6.0))] {
+        let props = head.proposals(&out, &[(60, 90), (40, 60)], &cfg).unwrap();
+        for (b, p) in props.iter().enumerate() {
+            let want = &fx[&format!("props_{name}_{b}")];
+            let d = max_abs_diff(p, want);
+            eprintln!("props_{name}_{b} {:?}: max diff {d:e}", p.dims());
+            assert!(d < 1e-4, "props_{name}_{b}: max diff {d}");
+        }
+    }
+}
+
+fn targets(fx: &HashMap<String, Tensor>) -> Vec<ImageTargets> {
+    let boxes = |t: &Tensor| -> Vec<[f32; 4]> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+    };
+    [("gt0", (60, 90)), ("gt1", (40, 60))]
+        .into_iter()
+        .map(|(k, size)| {
+            let b = boxes(&fx[k]);
+            ImageTargets { labels: vec![0; b.len()], boxes: b, masks: None, img_size: size }
+        })
+        .collect()
+}
+
+#[test]
+fn losses_and_gradients_match_mmdet() {
+    let fx = fixture();
+    let settings = [
+        ("m", RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0),
+        ("c", RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0.0),
+    ];
+    for (name, loss_bbox, border) in settings {
+        let (store, head) = build(&config(loss_bbox, border), &fx);
+        let out = head.forward(&feats(&fx)).unwrap();
+        let mut rng = StdRng::seed_from_u64(0);
+        let losses = head.loss_with_pad_shapes(&out, &targets(&fx), &[(64, 96), (64, 64)], &mut rng).unwrap();
+        assert_eq!(losses[0].0, "loss_rpn_cls");
+        assert_eq!(losses[1].0, "loss_rpn_bbox");
+        for (i, key) in ["cls", "bbox"].iter().enumerate() {
+            let got = losses[i].1.to_scalar::<f32>().unwrap();
+            let want = fx[&format!("loss_{name}_{key}")].to_vec1::<f32>().unwrap()[0];
+            eprintln!("loss_{name}_{key}: {got} vs torch {want}");
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "loss_{name}_{key}: {got} vs {want}");
+        }
+        let total = (&losses[0].1 + &losses[1].1).unwrap();
+        let grads = total.backward().unwrap();
+        for (param, var) in store.trainable() {
+            let want = &fx[&format!("grad_{name}.{param}")];
+            let d = max_abs_diff(grads.get(var.as_tensor()).unwrap(), want);
+            let scale = want.abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap();
+            let scale = scale.to_scalar::<f32>().unwrap().max(1e-3);
+            eprintln!("grad_{name}.{param}: max diff {d:e} (max |grad| {scale:e})");
+            assert!(d <= 1e-4 * scale, "grad_{name}.{param}: max diff {d} (scale {scale})");
+        }
+    }
+}
+
+#[test]
+fn batch_pad_size_marks_more_anchors_valid() {
+    // With the batch's pad size for both images, image 1's padding anchors become valid
+    // negatives, which changes avg_factor and so the loss.
+    let fx = fixture();
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let out = head.forward(&feats(&fx)).unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let l = head.loss(&out, &targets(&fx), (64, 96), &mut rng).unwrap();
+    let got = l[0].1.to_scalar::<f32>().unwrap();
+    let want = fx["loss_m_cls"].to_vec1::<f32>().unwrap()[0];
+    assert!((got - want).abs() > 1e-4, "{got} {want}");
+}
+
+#[test]
+fn random_sampling_keeps_the_configured_sizes() {
+    let fx = fixture();
+    let mut cfg = config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0);
+    cfg.train.sampler.num = 64;
+    let (_, head) = build(&cfg, &fx);
+    let out = head.forward(&feats(&fx)).unwrap();
+    let l1 = head.loss(&out, &targets(&fx), (64, 96), &mut StdRng::seed_from_u64(1)).unwrap();
+    let l2 = head.loss(&out, &targets(&fx), (64, 96), &mut StdRng::seed_from_u64(2)).unwrap();
+    let v = |l: &Vec<(String, Tensor)>| l[0].1.to_scalar::<f32>().unwrap();
+    assert!(v(&l1).is_finite() && v(&l2).is_finite());
+    assert_ne!(v(&l1), v(&l2));
+}
+
+#[test]
+fn mismatched_outputs_are_errors() {
+    let fx = fixture();
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    assert!(head.forward(&feats(&fx)[..4]).is_err());
+    let out = head.forward(&feats(&fx)).unwrap();
+    assert!(head.proposals(&out, &[(60, 90)], &proposal_cfg(10, 10, 0.7, 0.0)).is_err());
+    let mut rng = StdRng::seed_from_u64(0);
+    assert!(head.loss(&out, &targets(&fx)[..1], (64, 96), &mut rng).is_err());
+    let bad = RpnHeadConfig {
+        loss_bbox: RegLossConfig::GIoULoss { loss_weight: 1.0 },
+        ..config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0)
+    };
+    let store = ParamStore::new(&Device::Cpu, 0);
+    assert!(RpnHead::new(&bad, 8, &store.root()).is_err());
+}
