@@ -199,3 +199,31 @@ fn mismatched_outputs_are_errors() {
     let store = ParamStore::new(&Device::Cpu, 0);
     assert!(RpnHead::new(&bad, 8, &store.root()).is_err());
 }
+
+#[test]
+fn config_parses_with_mmdet_defaults_and_rejects_typos() {
+    let text = r#"{
+        "anchor_generator": {"scales": [8], "ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64]},
+        "loss_bbox": {"type": "SmoothL1Loss", "beta": 0.1111111111111111},
+        "train": {
+            "assigner": {"pos_iou_thr": 0.7, "neg_iou_thr": 0.3, "min_pos_iou": 0.3},
+            "sampler": {"num": 256, "pos_fraction": 0.5, "add_gt_as_proposals": false},
+            "allowed_border": 0
+        },
+        "train_proposals": {"nms_pre": 2000, "max_per_img": 2000, "nms_iou": 0.7},
+        "test_proposals": {"nms_pre": 1000, "max_per_img": 1000, "nms_iou": 0.7}
+    }"#;
+    let cfg: RpnHeadConfig = serde_json::from_str(text).unwrap();
+    assert_eq!(cfg.feat_channels, 256);
+    assert_eq!(cfg.bbox_coder, BboxCoderConfig { target_means: [0.0; 4], target_stds: [1.0; 4] });
+    assert_eq!(cfg.loss_bbox, RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 });
+    assert!(cfg.train.assigner.match_low_quality);
+    assert_eq!(cfg.train.assigner.ignore_iof_thr, -1.0);
+    assert_eq!(cfg.train.sampler.neg_pos_ub, -1);
+    assert_eq!(cfg.train_proposals.min_bbox_size, 0.0);
+    let typo = text.replace("\"min_pos_iou\"", "\"min_pos_iuo\"");
+    let e = serde_json::from_str::<RpnHeadConfig>(&typo).unwrap_err().to_string();
+    assert!(e.contains("min_pos_iuo"), "{e}");
+    let typo = text.replace("SmoothL1Loss", "SmoothL2Loss");
+    assert!(serde_json::from_str::<RpnHeadConfig>(&typo).is_err());
+}
