@@ -225,6 +225,12 @@ impl ClsTrainTransform {
         self.rand_augment.as_ref()
     }
 
+    /// The colour jitter strength in effect: `None` while RandAugment is on (timm disables it),
+    /// else `color_jitter` when positive.
+    pub fn color_jitter(&self) -> Option<f64> {
+        self.color_jitter
+    }
+
     /// Shape `[3, input_size, input_size]` of the output.
     pub fn output_shape(&self) -> [usize; 3] {
         [3, self.config.input_size, self.config.input_size]
@@ -331,15 +337,24 @@ pub fn hflip(img: &RgbImage) -> RgbImage {
 /// Pillow `ImageEnhance` ops) in a random order, each with a factor uniform in
 /// `[max(0, 1 - b), 1 + b]`.
 pub fn color_jitter(img: &RgbImage, strength: f64, rng: &mut StdRng) -> RgbImage {
+    // torch.randperm(4) over brightness, contrast, saturation, hue; hue is off.
     let mut order = [0usize, 1, 2, 3];
-    // torch.randperm(4): a uniform permutation (hue, index 3, is off).
     for i in (1..4).rev() {
         order.swap(i, rng.gen_range(0..=i));
     }
     let lo = (1.0 - strength).max(0.0);
     let factors: [f64; 3] = std::array::from_fn(|_| uniform(rng, lo, 1.0 + strength));
+    let order: Vec<usize> = order.into_iter().filter(|&k| k < 3).collect();
+    color_jitter_fixed(img, &order, factors)
+}
+
+/// The deterministic part of [`color_jitter`]: for each index `k` in `order`, brightness (0),
+/// contrast (1) or saturation (2) with factor `factors[k]`, as torchvision's
+/// `F.adjust_brightness` / `adjust_contrast` / `adjust_saturation` on PIL images. Other indices
+/// are skipped.
+pub fn color_jitter_fixed(img: &RgbImage, order: &[usize], factors: [f64; 3]) -> RgbImage {
     let mut out = img.clone();
-    for k in order {
+    for &k in order {
         out = match k {
             0 => enhance_brightness(&out, factors[0] as f32),
             1 => enhance_contrast(&out, factors[1] as f32),

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use nextdet_datasets::cls_augment::{
-    center_fallback, hflip, random_erasing, random_resized_crop_params, resized_crop, ClsTrainTransform,
-    ClsTrainTransformConfig, CropBox, EraseMode,
+    center_fallback, color_jitter_fixed, hflip, random_erasing, random_resized_crop_params, resized_crop,
+    ClsTrainTransform, ClsTrainTransformConfig, CropBox, EraseMode,
 };
 use nextdet_datasets::mixup::{
     cutmix_box, mix_batch, mixup_targets, sample_beta, smooth_one_hot, MixParams, Mixup, MixupConfig, MixupError,
@@ -282,6 +282,9 @@ fn full_transform_shapes_and_errors() {
     assert_eq!(cfg.auto_augment.as_deref(), Some("rand-m9-mstd0.5-inc1"));
     assert_eq!((cfg.reprob, cfg.recount, cfg.remode), (0.25, 1, EraseMode::Pixel));
     let t = ClsTrainTransform::new(cfg).unwrap();
+    assert_eq!(t.color_jitter(), None, "timm drops colour jitter when RandAugment is on");
+    let no_aa = ClsTrainTransformConfig { auto_augment: None, ..Default::default() };
+    assert_eq!(ClsTrainTransform::new(no_aa).unwrap().color_jitter(), Some(0.4));
     let data: Vec<u8> = (0..50 * 40 * 3).map(|i| (i * 7 % 251) as u8).collect();
     let img = RgbImage::from_raw(50, 40, data).unwrap();
     let mut rng = StdRng::seed_from_u64(5);
@@ -321,4 +324,31 @@ fn rand_augment_magnitudes_and_identity() {
     let none = RandAugment::from_spec("rand-m9-p0", IMAGENET_MEAN_FILL).unwrap();
     let img = RgbImage::from_raw(4, 3, (0..36).map(|v| v * 7).collect()).unwrap();
     assert_eq!(none.apply(&img, &mut rng), img);
+}
+
+#[test]
+fn color_jitter_steps_equal_torchvision() {
+    let f = fixture();
+    let st = SafeTensors::deserialize(&f.bytes).unwrap();
+    let cases = f.cases["jitter"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let order: Vec<usize> =
+            case["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let fs: Vec<f64> = case["factors"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let input = image(&st, &format!("image.{}", case["image"].as_str().unwrap()));
+        let out = color_jitter_fixed(&input, &order, [fs[0], fs[1], fs[2]]);
+        let (max, count) = diff(&out, &image(&st, case["key"].as_str().unwrap()));
+        assert_eq!(max, 0, "order {order:?} factors {fs:?}: {count} bytes differ");
+    }
+}
+
+#[test]
+fn posterize_zero_bits_is_black() {
+    // timm's PosterizeIncreasing at magnitude 10 keeps 0 bits; Pillow < 10 (ConvNeXt's) applied
+    // the mask `~(2**8 - 1)`, i.e. black. Pillow 13 raises instead, so there is no fixture.
+    let img = RgbImage::from_raw(2, 1, vec![255, 128, 7, 1, 0, 200]).unwrap();
+    let out = RandAugmentOp::PosterizeIncreasing.apply(&img, 0.0, IMAGENET_MEAN_FILL);
+    assert_eq!(out.as_raw(), &[0; 6]);
+    assert_eq!(RandAugmentOp::PosterizeIncreasing.level_to_arg(10.0, false, 0.45), 0.0);
 }

@@ -16,6 +16,7 @@ Writes tests/fixtures/cls_augment/:
   reference.safetensors
     image.<name>           uint8 [H, W, 3]   input images
     op.<i>                 uint8 [H, W, 3]   result of RandAugment case i (see cases.json)
+    jitter.<i>             uint8 [H, W, 3]   result of colour jitter case i
     crop.<i>               uint8 [S, S', 3]  torchvision F.resized_crop(img, top, left, h, w,
                                              (S, S'), BICUBIC) on PIL
     mix.x                  float32 [N,C,H,W] a batch
@@ -25,6 +26,8 @@ Writes tests/fixtures/cls_augment/:
   cases.json
     ops:    [{key, image, op, arg}] the PIL call of each op case (arg: factor, degrees, bits, ...)
     levels: [{op, magnitude, negate, arg}] timm LEVEL_TO_ARG with the random sign forced
+    jitter: [{key, image, order, factors}] torchvision F.adjust_{brightness,contrast,saturation}
+            (indices 0, 1, 2) applied in `order` with factors[index]; result in jitter.<i>
     crops:  [{key, image, top, left, height, width, out_w, out_h}]
     rrc_fallback: [{width, height, scale, ratio, top, left, crop_h, crop_w}] timm
             RandomResizedCropAndInterpolation.get_params when all 10 attempts fail
@@ -89,7 +92,7 @@ def main():
             for op in ["Color", "Contrast", "Brightness", "Sharpness"]:
                 calls.append((im, op, f))
     for im in ["a", "b"]:
-        for deg in [27.0, -27.0, 13.5, -4.2, 30.0, 0.0]:
+        for deg in [27.0, -27.0, 13.5, -4.2, 30.0, 0.0, 90.0, -90.0, 180.0]:
             calls.append((im, "Rotate", deg))
         for s in [0.27, -0.27, 0.03, 0.3]:
             calls.append((im, "ShearX", s))
@@ -106,6 +109,18 @@ def main():
         key = f"op.{i}"
         tensors[key] = np.asarray(out.convert("RGB"), dtype=np.uint8).copy()
         ops.append({"key": key, "image": im, "op": name, "arg": arg})
+
+    # --- torchvision ColorJitter steps on PIL in a fixed order with fixed factors.
+    jitter = []
+    adjust = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation]
+    for i, (im, order, factors) in enumerate([("a", [0, 1, 2], [0.7, 1.3, 0.9]), ("a", [2, 0, 1], [1.38, 0.61, 1.2]),
+                                              ("c", [1, 2, 0], [0.6, 1.4, 1.05])]):
+        out = Image.fromarray(images[im])
+        for k in order:
+            out = adjust[k](out, factors[k])
+        key = f"jitter.{i}"
+        tensors[key] = np.asarray(out, dtype=np.uint8).copy()
+        jitter.append({"key": key, "image": im, "order": order, "factors": factors})
 
     # --- timm's magnitude -> argument mapping, with the random sign forced.
     hparams = {"translate_const": 100, "img_mean": FILL}
@@ -174,7 +189,7 @@ def main():
         tensors[f"smooth.{s}"] = tm.mixup_target(target, k, 1.0, s).numpy().astype(np.float32).copy()
 
     save_file(tensors, os.path.join(OUT, "reference.safetensors"))
-    meta = {"ops": ops, "levels": levels, "crops": crops, "rrc_fallback": rrc_fallback, "mix": mixes,
+    meta = {"ops": ops, "levels": levels, "crops": crops, "rrc_fallback": rrc_fallback, "mix": mixes, "jitter": jitter,
             "labels": labels, "classes": k, "fill": list(FILL)}
     with open(os.path.join(OUT, "cases.json"), "w") as f:
         json.dump(meta, f, indent=0)
