@@ -191,6 +191,15 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
             assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{name}: zero gradient");
         }
     }
+    // An image without ground truth (all its RoIs negative) and a batch without positives.
+    let mut no_gt = targets.clone();
+    no_gt[1] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[1].clone() };
+    let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
+    assert!(l.iter().all(|(_, v)| v.to_scalar::<f32>().unwrap().is_finite()));
+    no_gt[0] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[0].clone() };
+    let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
+    assert_eq!(loss_value(&l, "loss_bbox"), 0.0);
+    assert_eq!(loss_value(&l, "loss_mask"), 0.0);
     // Mask logits of the first positives and the mask targets, from the same sampling.
     let cfg_train = cfg.train.as_ref().unwrap();
     let assigner = nextdet_heads::assigner::MaxIoUAssigner::new(&cfg_train.assigner);
@@ -226,6 +235,56 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     close(&mask_pred.narrow(0, 0, 4).unwrap(), get(&t, "mask_pred4"), 1e-5, 1e-4, "mask logits");
 }
 
+fn meta_of(meta: &serde_json::Value) -> TestMeta {
+    let v = |k: &str| -> Vec<f32> { serde_json::from_value(meta[k].clone()).unwrap() };
+    let (img, ori, sf) = (v("img_size"), v("ori_size"), v("scale_factor"));
+    TestMeta {
+        img_size: (img[0] as usize, img[1] as usize),
+        ori_size: (ori[0] as usize, ori[1] as usize),
+        scale_factor: [sf[0], sf[1]],
+    }
+}
+
+/// Compares one image's detections with `test_boxes/scores/labels/masks` of `t`: the same
+/// labels in the same order, boxes and scores within f32 noise, at most 0.1% of the
+/// foreground mask pixels different.
+fn check_detections(det: &nextdet_heads::InstanceResult, t: &HashMap<String, Tensor>, meta: &TestMeta) {
+    let labels: Vec<usize> = get(t, "test_labels").to_vec1::<i64>().unwrap().iter().map(|&v| v as usize).collect();
+    assert!(labels.len() > 10, "fixture should keep many detections");
+    assert_eq!(det.labels, labels, "labels in order");
+    close(&boxes_tensor(&det.boxes), get(t, "test_boxes"), 2e-3, 1e-4, "boxes");
+    close(&Tensor::new(det.scores.clone(), &Device::Cpu).unwrap(), get(t, "test_scores"), 1e-5, 1e-4, "scores");
+    let masks = det.masks.as_ref().unwrap();
+    assert_eq!(masks.len(), labels.len());
+    let (h, w) = meta.ori_size;
+    let expected = unpack(get(t, "test_masks"), labels.len() * h * w);
+    let (mut wrong, mut on) = (0usize, 0usize);
+    for (i, m) in masks.iter().enumerate() {
+        assert_eq!((m.height, m.width), (h, w));
+        let dense = m.to_dense();
+        on += dense.iter().map(|&v| v as usize).sum::<usize>();
+        wrong += dense.iter().zip(&expected[i * h * w..(i + 1) * h * w]).filter(|(a, b)| a != b).count();
+    }
+    eprintln!("masks: {wrong} of {on} foreground pixels differ");
+    assert!(on > 500 && wrong * 1000 <= on, "{wrong} mask pixels differ ({on} foreground)");
+}
+
+#[test]
+fn standard_simple_test_matches_mmdet() {
+    let t = load("standard.safetensors");
+    let case = &cases()["standard"];
+    let cfg: StandardRoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
+    let store = ParamStore::new(&Device::Cpu, 0);
+    let head = StandardRoiHead::new(&cfg, 4, &store.root().pp("roi_head")).unwrap();
+    load_exact(&store, &t);
+    let meta = meta_of(&case["meta"]);
+    let feats: Vec<Tensor> = (0..4).map(|i| get(&t, &format!("feat{i}")).narrow(0, 0, 1).unwrap()).collect();
+    let det = head.simple_test(&feats, &[get(&t, "test_proposals").clone()], &[meta]).unwrap();
+    check_detections(&det[0], &t, &meta);
+    let none = head.simple_test(&feats, &[Tensor::zeros((0, 5), DType::F32, &Device::Cpu).unwrap()], &[meta]).unwrap();
+    assert!(none[0].boxes.is_empty() && none[0].masks.as_ref().is_some_and(|m| m.is_empty()));
+}
+
 fn cascade_head(store: &ParamStore) -> (CascadeRoiHead, serde_json::Value) {
     let case = cases()["cascade"].clone();
     let cfg: CascadeRoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
@@ -239,37 +298,13 @@ fn cascade_test_fuses_stage_logits_and_mask_heads_as_mmdet() {
     let store = ParamStore::new(&Device::Cpu, 0);
     let (head, case) = cascade_head(&store);
     load_exact(&store, &t);
-    let meta = &case["metas"][0];
-    let v = |k: &str| -> Vec<f32> { serde_json::from_value(meta[k].clone()).unwrap() };
-    let (img, ori, sf) = (v("img_size"), v("ori_size"), v("scale_factor"));
-    let meta = TestMeta {
-        img_size: (img[0] as usize, img[1] as usize),
-        ori_size: (ori[0] as usize, ori[1] as usize),
-        scale_factor: [sf[0], sf[1]],
-    };
+    let meta = meta_of(&case["metas"][0]);
     let feats: Vec<Tensor> = (0..4).map(|i| get(&inputs, &format!("feat{i}")).narrow(0, 0, 1).unwrap()).collect();
     let det = head.simple_test(&feats, &[get(&t, "test_proposals").clone()], &[meta]).unwrap();
+    assert_eq!(det.len(), 1);
+    check_detections(&det[0], &t, &meta);
     let none = head.simple_test(&feats, &[Tensor::zeros((0, 5), DType::F32, &Device::Cpu).unwrap()], &[meta]).unwrap();
     assert!(none[0].boxes.is_empty() && none[0].masks.as_ref().is_some_and(|m| m.is_empty()));
-    let labels: Vec<usize> = get(&t, "test_labels").to_vec1::<i64>().unwrap().iter().map(|&v| v as usize).collect();
-    assert!(labels.len() > 10);
-    assert_eq!(det.len(), 1);
-    let det = &det[0];
-    assert_eq!(det.labels, labels, "labels in order");
-    close(&boxes_tensor(&det.boxes), get(&t, "test_boxes"), 2e-3, 1e-4, "boxes");
-    close(&Tensor::new(det.scores.clone(), &Device::Cpu).unwrap(), get(&t, "test_scores"), 1e-5, 1e-4, "scores");
-    let masks = det.masks.as_ref().unwrap();
-    let (h, w) = meta.ori_size;
-    let expected = unpack(get(&t, "test_masks"), labels.len() * h * w);
-    let mut wrong = 0usize;
-    let mut on = 0usize;
-    for (i, m) in masks.iter().enumerate() {
-        let dense = m.to_dense();
-        on += dense.iter().map(|&v| v as usize).sum::<usize>();
-        wrong += dense.iter().zip(&expected[i * h * w..(i + 1) * h * w]).filter(|(a, b)| a != b).count();
-    }
-    eprintln!("cascade masks: {wrong} of {on} foreground pixels differ");
-    assert!(on > 1000 && wrong * 1000 <= on, "{wrong} mask pixels differ ({on} foreground)");
 }
 
 #[test]

@@ -22,8 +22,9 @@ Writes tests/fixtures/roi_heads/ (deterministic, seed 0):
                            logits, deltas, get_bboxes detections
   standard.safetensors     StandardRoIHead weights (`roi_head.*`), 2-image FPN features
                            (feat0..3), proposals, GT boxes/labels and masks (np.packbits, with
-                           their shape), losses, the packed mask targets and the logits of
-                           the first 4 positives
+                           their shape), losses, the packed mask targets, the logits of
+                           the first 4 positives, and simple_test detections and packed masks
+                           of image 0
   cascade.safetensors      CascadeRoIHead weights (`roi_head.*`, BN heads with random running
                            stats), per-stage losses on standard.safetensors' inputs (train),
                            BN running stats after training, and simple_test detections and
@@ -467,6 +468,21 @@ def main():
                   f"gt_masks{i}": packbits(masks[i]), f"gt_masks{i}_shape": torch.tensor(masks[i].shape)})
     t.update(loss_cls=lc.detach().reshape(1), loss_bbox=lb.detach().reshape(1), loss_mask=lm.detach().reshape(1),
              acc=acc.reshape(1), mask_pred4=mp.detach()[:4], mask_targets=packbits(mt), mask_labels=pl)
+    # simple_test of image 0 (Mask R-CNN: one mask head, sigmoid of the label channel pasted)
+    meta = dict(img_size=[200, 224], ori_size=[100, 112], scale_factor=[2.0, 2.0])
+    with torch.no_grad():
+        x0 = [f[:1] for f in feats]
+        tp = torch.cat([props[0], roi_boxes[:20] * 0.9 + 5])
+        r0 = bbox2roi([tp])
+        c0, g0 = bh(extract(x0, r0, 7, STRIDES))
+        db, ds, dl = get_bboxes(r0, c0, g0, tuple(meta["img_size"]), meta["scale_factor"], k, means, stds)
+        sfv = torch.tensor(meta["scale_factor"] * 2, dtype=torch.float32)
+        scaled = db * sfv
+        mprob = torch.sigmoid(mh(extract(x0, bbox2roi([scaled]), 14, STRIDES)))[torch.arange(db.shape[0]), dl]
+        pb = scaled / sfv
+        oh, ow = meta["ori_size"]
+        dm = torch.stack([paste(mprob[i], pb[i], oh, ow) for i in range(db.shape[0])])
+    t.update(test_proposals=tp, test_boxes=db, test_scores=ds, test_labels=dl, test_masks=packbits(dm))
     save_file({k_: v.contiguous() for k_, v in t.items()}, os.path.join(OUT, "standard.safetensors"))
     extractor = lambda size: dict(type="SingleRoIExtractor", output_size=size, sampling_ratio=0, featmap_strides=STRIDES)
     cases["standard"] = dict(
@@ -481,7 +497,7 @@ def main():
                        mask_size=28, pos_weight=-1, debug=False),
             test=dict(score_thr=0.05, nms_iou=0.5, max_per_img=100, mask_thr_binary=0.5)),
         img_sizes=[list(s) for s in img_sizes],
-        num_pos=[s["num_pos"] for s in samples], num_rois=[s["boxes"].shape[0] for s in samples],
+        meta=meta, num_pos=[s["num_pos"] for s in samples], num_rois=[s["boxes"].shape[0] for s in samples],
     )
 
     # --- CascadeRoIHead: 3 stages of 4conv1fc BN heads + GIoU, a mask head per stage
