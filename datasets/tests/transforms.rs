@@ -219,6 +219,9 @@ fn config_parses_and_validates() {
     .unwrap();
     let e = DetPipeline::new(&bad).unwrap_err().to_string();
     assert!(e.contains("pipeline[0] (AutoAugment).policies[0][0] (RandomCrop)"), "{e}");
+    let single: Vec<DetTransformConfig> =
+        serde_json::from_str(r#"[{"type": "Resize", "img_scale": [1333, 800], "keep_ratio": true}]"#).unwrap();
+    assert!(matches!(&single[0], DetTransformConfig::Resize { img_scale, .. } if img_scale == &vec![[1333, 800]]));
     let range3: Vec<DetTransformConfig> =
         serde_json::from_str(r#"[{"type": "Resize", "img_scale": [[1, 2], [3, 4], [5, 6]]}]"#).unwrap();
     assert!(DetPipeline::new(&range3).unwrap_err().to_string().contains("range"));

@@ -65,6 +65,20 @@ fn default_true() -> bool {
     true
 }
 
+/// Reads `img_scale` as one `[a, b]` pair or a list of pairs.
+fn one_or_many_scales<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<[usize; 2]>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One([usize; 2]),
+        Many(Vec<[usize; 2]>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// One step of a detection pipeline, as written in a config (`type: Resize`, ...). Unknown keys
 /// are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +88,9 @@ pub enum DetTransformConfig {
     Resize {
         /// Candidate scales. With `keep_ratio` each is a `(long, short)` bound whose order does
         /// not matter (mmdet's `(1333, 800)` and the ConvNeXt configs' `(800, 1333)` are the
-        /// same); without it each is the exact `(w, h)` output size.
+        /// same); without it each is the exact `(w, h)` output size. A single pair may be written
+        /// without the outer list, as mmdet's `img_scale=(1333, 800)`.
+        #[serde(deserialize_with = "one_or_many_scales")]
         img_scale: Vec<[usize; 2]>,
         /// How a scale is drawn when several are given.
         #[serde(default)]
