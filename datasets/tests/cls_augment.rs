@@ -352,3 +352,19 @@ fn posterize_zero_bits_is_black() {
     assert_eq!(out.as_raw(), &[0; 6]);
     assert_eq!(RandAugmentOp::PosterizeIncreasing.level_to_arg(10.0, false, 0.45), 0.0);
 }
+
+/// Timing only: `cargo test -p nextdet-datasets --release --test cls_augment -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_full_transform() {
+    let t = ClsTrainTransform::new(ClsTrainTransformConfig::default()).unwrap();
+    let data: Vec<u8> = (0..500 * 375 * 3).map(|i| ((i * 7919) % 253) as u8).collect();
+    let img = RgbImage::from_raw(500, 375, data).unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let n = 200;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(t.apply(&img, &mut rng).unwrap());
+    }
+    println!("500x375 -> 224: {:.2} ms per image (one thread)", start.elapsed().as_secs_f64() * 1e3 / n as f64);
+}
