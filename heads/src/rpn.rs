@@ -15,7 +15,10 @@
 //!
 //! Proposals (`RPNHead._get_bboxes`): per level, the `nms_pre` highest sigmoid scores; decode
 //! with clipping to the image; drop boxes narrower or shorter than `min_bbox_size` (when > 0);
-//! NMS per level (`batched_nms` with the level as id); keep the first `max_per_img`.
+//! NMS per level (`batched_nms` with the level as id); keep the first `max_per_img`. (mmdet
+//! 2.11 skips its size filter when the *sum* of the kept indices equals the box count, a slip
+//! that only matters for a handful of boxes; here the filter always applies.) The top-k breaks
+//! score ties by anchor index, where mmdet's unstable sort leaves them unspecified.
 
 use crate::assigner::{MaxIoUAssigner, MaxIoUAssignerConfig};
 use crate::losses::{reduce, sigmoid_bce_with_logits, RegLossConfig};

@@ -84,8 +84,8 @@ impl Fpn {
         self.num_outs
     }
 
-    /// The pyramid `[P_start, ..., ]` (`num_outs` NCHW tensors, finest first) from the backbone's
-    /// features, finest first.
+    /// The pyramid: `num_outs` NCHW tensors with `out_channels` channels, finest first, from the
+    /// backbone's features (all levels the neck was built for, finest first). Differentiable.
     pub fn forward(&self, feats: &[Tensor]) -> Result<Vec<Tensor>> {
         let used = self.lateral_convs.len();
         if feats.len() != self.start_level + used {
