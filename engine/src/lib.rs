@@ -4,4 +4,11 @@
 //! This crate must not depend on the model crates' internals beyond their public configs; the
 //! config layer in [`config`] is generic YAML handling with no knowledge of any model.
 
+pub mod checkpoint;
 pub mod config;
+pub mod ema;
+pub mod layer_decay;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,308 @@
+//! Optimizers with parameter groups: AdamW and SGD with PyTorch's exact update rules.
+//!
+//! candle's own `AdamW` has one learning rate for every parameter and cannot save its state, but
+//! the ConvNeXt recipes need per-group learning-rate scales (layer-wise decay) and per-group
+//! weight decay (none on norms and biases), and a resumed run needs the moment estimates back.
+//! An [`Optimizer`] holds [`ParamGroup`]s, applies `torch.optim.AdamW` (non-amsgrad) or
+//! `torch.optim.SGD` to each parameter that has a gradient, and saves its per-parameter state as
+//! named tensors (`<param name>.exp_avg`, `.exp_avg_sq`, `.momentum_buffer`, `.step`), which a
+//! checkpoint stores under the `optimizer.` prefix.
+
+use crate::layer_decay::{build_param_groups, ParamwiseConfig};
+use candle_core::backprop::GradStore;
+use candle_core::{bail, DType, Result, Tensor, Var};
+use nextdet_ops::params::ParamStore;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// A set of parameters sharing one learning-rate scale and one weight decay.
+#[derive(Clone)]
+pub struct ParamGroup {
+    /// The group's name (`layer_3_decay`, `all`, ...), for logs.
+    pub name: String,
+    /// `(name, var)` of each parameter of the group.
+    pub params: Vec<(String, Var)>,
+    /// The group's learning rate is the scheduled learning rate times this scale.
+    pub lr_scale: f64,
+    /// Weight decay of the group (decoupled for AdamW, added to the gradient for SGD).
+    pub weight_decay: f64,
+}
+
+impl std::fmt::Debug for ParamGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ParamGroup")
+            .field("name", &self.name)
+            .field("params", &names)
+            .field("lr_scale", &self.lr_scale)
+            .field("weight_decay", &self.weight_decay)
+            .finish()
+    }
+}
+
+/// The update rule and its hyper-parameters (the learning rate comes with each step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Algorithm {
+    /// `torch.optim.AdamW` (amsgrad off): decoupled weight decay, then Adam with bias correction.
+    AdamW {
+        /// Decay rates of the first and second moment estimates.
+        betas: (f64, f64),
+        /// Added to the bias-corrected root of the second moment.
+        eps: f64,
+    },
+    /// `torch.optim.SGD` (dampening 0): weight decay added to the gradient, then momentum.
+    Sgd {
+        /// Momentum factor (0 disables the buffer).
+        momentum: f64,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+}
+
+/// The `type` of an [`OptimizerConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptimizerType {
+    /// AdamW.
+    AdamW,
+    /// SGD with optional momentum.
+    #[serde(rename = "SGD")]
+    Sgd,
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// The `optimizer` section of a config, shaped like mmdetection's:
+/// `{type: AdamW, lr: 1e-4, weight_decay: 0.05, betas: [0.9, 0.999], paramwise: {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// `AdamW` or `SGD`.
+    #[serde(rename = "type")]
+    pub kind: OptimizerType,
+    /// Base learning rate (the schedule's reference value).
+    pub lr: f64,
+    /// Weight decay for the groups that decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// AdamW moment decay rates.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// AdamW epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// SGD momentum.
+    #[serde(default)]
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// How parameters are split into groups; absent: one group, weight decay on everything
+    /// (mmcv's `DefaultOptimizerConstructor` without `paramwise_cfg`).
+    #[serde(default)]
+    pub paramwise: Option<ParamwiseConfig>,
+}
+
+impl OptimizerConfig {
+    /// The update rule this config selects.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.kind {
+            OptimizerType::AdamW => Algorithm::AdamW { betas: (self.betas[0], self.betas[1]), eps: self.eps },
+            OptimizerType::Sgd => Algorithm::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+        }
+    }
+}
+
+/// Per-parameter state, as torch keeps it.
+#[derive(Default)]
+struct ParamState {
+    step: u64,
+    exp_avg: Option<Tensor>,
+    exp_avg_sq: Option<Tensor>,
+    momentum_buffer: Option<Tensor>,
+}
+
+/// An optimizer over parameter groups (see the module docs).
+pub struct Optimizer {
+    algorithm: Algorithm,
+    groups: Vec<ParamGroup>,
+    state: HashMap<String, ParamState>,
+}
+
+impl Optimizer {
+    /// An optimizer over `groups`. Errors if a parameter name appears twice.
+    pub fn new(algorithm: Algorithm, groups: Vec<ParamGroup>) -> Result<Self> {
+        let mut seen = HashSet::new();
+        for g in &groups {
+            for (name, _) in &g.params {
+                if !seen.insert(name.clone()) {
+                    bail!("optimizer: parameter `{name}` is in more than one group");
+                }
+            }
+        }
+        Ok(Self { algorithm, groups, state: HashMap::new() })
+    }
+
+    /// Builds the groups of `params` as `cfg.paramwise` says and the optimizer over them.
+    pub fn from_config(cfg: &OptimizerConfig, params: &ParamStore) -> Result<Self> {
+        let groups = build_param_groups(params, cfg.weight_decay, cfg.paramwise.as_ref())?;
+        Self::new(cfg.algorithm(), groups)
+    }
+
+    /// The update rule.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The parameter groups, in order.
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    /// One update of every parameter that has a gradient in `grads`; group `g` uses the
+    /// learning rate `lr * g.lr_scale`. Parameters without a gradient are left untouched and
+    /// their step count does not advance, as in torch.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        for group in &self.groups {
+            let lr = lr * group.lr_scale;
+            for (name, var) in &group.params {
+                let Some(grad) = grads.get(var.as_tensor()) else { continue };
+                let grad = grad.to_dtype(var.dtype())?;
+                let state = self.state.entry(name.clone()).or_default();
+                let new = match self.algorithm {
+                    Algorithm::AdamW { betas, eps } => {
+                        adamw_update(var.as_tensor(), &grad, state, lr, group.weight_decay, betas, eps)?
+                    }
+                    Algorithm::Sgd { momentum, nesterov } => {
+                        sgd_update(var.as_tensor(), &grad, state, lr, group.weight_decay, momentum, nesterov)?
+                    }
+                };
+                var.set(&new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors, `<param name>.exp_avg` etc. plus `<param name>.step`
+    /// (an F64 tensor of shape `[1]`); copies, independent of later steps.
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for group in &self.groups {
+            for (name, var) in &group.params {
+                let Some(s) = self.state.get(name) else { continue };
+                let device = var.device();
+                out.push((format!("{name}.step"), Tensor::new(&[s.step as f64], device)?));
+                for (key, t) in
+                    [("exp_avg", &s.exp_avg), ("exp_avg_sq", &s.exp_avg_sq), ("momentum_buffer", &s.momentum_buffer)]
+                {
+                    if let Some(t) = t {
+                        out.push((format!("{name}.{key}"), t.copy()?));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the state saved by [`Optimizer::state_tensors`] (keys without the `optimizer.`
+    /// prefix). Parameters with no saved state start fresh. Errors name the key for state of an
+    /// unknown parameter, an unknown key and a shape that does not match the parameter.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        let vars: HashMap<&str, &Var> =
+            self.groups.iter().flat_map(|g| g.params.iter().map(|(n, v)| (n.as_str(), v))).collect();
+        let mut state: HashMap<String, ParamState> = HashMap::new();
+        for (key, t) in tensors {
+            let Some((name, field)) = key.rsplit_once('.') else {
+                bail!("optimizer state `{key}`: not of the form <param>.<field>");
+            };
+            let Some(var) = vars.get(name) else {
+                bail!("optimizer state `{key}`: no parameter `{name}` in the optimizer");
+            };
+            let s = state.entry(name.to_string()).or_default();
+            if field == "step" {
+                let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                match v.as_slice() {
+                    [x] if *x >= 0.0 && x.fract() == 0.0 => s.step = *x as u64,
+                    _ => bail!("optimizer state `{key}`: expected one non-negative integer, got {v:?}"),
+                }
+                continue;
+            }
+            if t.dims() != var.dims() {
+                bail!("optimizer state `{key}`: shape {:?} does not match the parameter's {:?}", t.dims(), var.dims());
+            }
+            let t = t.to_dtype(var.dtype())?.to_device(var.device())?;
+            match field {
+                "exp_avg" => s.exp_avg = Some(t),
+                "exp_avg_sq" => s.exp_avg_sq = Some(t),
+                "momentum_buffer" => s.momentum_buffer = Some(t),
+                _ => bail!("optimizer state `{key}`: unknown field `{field}`"),
+            }
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// `torch.optim.AdamW`'s single-tensor update; returns the new parameter value.
+fn adamw_update(
+    p: &Tensor,
+    g: &Tensor,
+    s: &mut ParamState,
+    lr: f64,
+    wd: f64,
+    (beta1, beta2): (f64, f64),
+    eps: f64,
+) -> Result<Tensor> {
+    s.step += 1;
+    let p = p.affine(1.0 - lr * wd, 0.0)?;
+    let m = match &s.exp_avg {
+        // torch's lerp with weight 1 - beta1 < 0.5: m + w * (g - m)
+        Some(m) => (m + (g - m)?.affine(1.0 - beta1, 0.0)?)?,
+        None => g.affine(1.0 - beta1, 0.0)?,
+    };
+    let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
+    let v = match &s.exp_avg_sq {
+        Some(v) => (v.affine(beta2, 0.0)? + g2)?,
+        None => g2,
+    };
+    let step = s.step as f64;
+    let bias1 = 1.0 - beta1.powf(step);
+    let bias2_sqrt = (1.0 - beta2.powf(step)).sqrt();
+    let step_size = lr / bias1;
+    let denom = (v.sqrt()? / bias2_sqrt)?.affine(1.0, eps)?;
+    let p = (p - (m.affine(step_size, 0.0)? / denom)?)?;
+    s.exp_avg = Some(m);
+    s.exp_avg_sq = Some(v);
+    Ok(p)
+}
+
+/// `torch.optim.SGD`'s single-tensor update (dampening 0); returns the new parameter value.
+fn sgd_update(
+    p: &Tensor,
+    g: &Tensor,
+    s: &mut ParamState,
+    lr: f64,
+    wd: f64,
+    momentum: f64,
+    nesterov: bool,
+) -> Result<Tensor> {
+    s.step += 1;
+    let g = if wd != 0.0 { (g + p.affine(wd, 0.0)?)? } else { g.clone() };
+    let d = if momentum != 0.0 {
+        let buf = match &s.momentum_buffer {
+            Some(b) => (b.affine(momentum, 0.0)? + &g)?,
+            None => g.copy()?,
+        };
+        let d = if nesterov { (&g + buf.affine(momentum, 0.0)?)? } else { buf.clone() };
+        s.momentum_buffer = Some(buf);
+        d
+    } else {
+        g
+    };
+    p - d.affine(lr, 0.0)?
+}

@@ -1,0 +1,325 @@
+//! The training loop on a tiny linear-regression task: a run interrupted mid-epoch and resumed
+//! (and one resumed from an epoch checkpoint) ends with the same weights, EMA and logged losses
+//! as an uninterrupted run; a NaN loss stops the run with an error naming the iteration and the
+//! loss part while the last checkpoint still loads; the log, plot and checkpoint files exist.
+
+use candle_core::{DType, Device, Tensor};
+use nextdet_engine::checkpoint::{self, CheckpointDir};
+use nextdet_engine::layer_decay::ParamwiseConfig;
+use nextdet_engine::optim::{Optimizer, OptimizerConfig, OptimizerType};
+use nextdet_engine::schedule::{LrSchedule, LrScheduleConfig, WarmupKind};
+use nextdet_engine::trainer::{iteration_seed, FitOutcome, TrainError, TrainTask, Trainer, TrainerConfig};
+use nextdet_ops::params::{Init, ParamStore};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const ITERS: usize = 5;
+const EPOCHS: usize = 3;
+
+struct LinReg {
+    params: ParamStore,
+    w: Tensor,
+    b: Tensor,
+    seed: u64,
+    nan_at: Option<(usize, usize)>,
+    stop_at: Option<((usize, usize), Arc<AtomicBool>)>,
+    current: (usize, usize),
+}
+
+impl LinReg {
+    fn new() -> Self {
+        let params = ParamStore::new(&Device::Cpu, 3);
+        let fc = params.root().pp("fc");
+        let w = fc.param("weight", (4, 1), Init::Normal { std: 0.5 }).unwrap();
+        let b = fc.param("bias", 1, Init::Const(0.0)).unwrap();
+        Self { params, w, b, seed: 11, nan_at: None, stop_at: None, current: (0, 0) }
+    }
+}
+
+impl TrainTask for LinReg {
+    type Batch = (Tensor, Tensor);
+
+    fn iters_per_epoch(&self) -> usize {
+        ITERS
+    }
+
+    fn batch(&mut self, epoch: usize, iter: usize) -> anyhow::Result<Self::Batch> {
+        self.current = (epoch, iter);
+        let mut rng = StdRng::seed_from_u64(iteration_seed(self.seed, epoch, iter));
+        let x: Vec<f32> = (0..8 * 4).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let w_true = [1.5f32, -2.0, 0.5, 3.0];
+        let y: Vec<f32> = (0..8)
+            .map(|r| (0..4).map(|c| x[r * 4 + c] * w_true[c]).sum::<f32>() + 0.5 + rng.gen_range(-0.1..0.1))
+            .collect();
+        Ok((Tensor::from_vec(x, (8, 4), &Device::Cpu)?, Tensor::from_vec(y, (8, 1), &Device::Cpu)?))
+    }
+
+    fn batch_size(&self, batch: &Self::Batch) -> Option<usize> {
+        Some(batch.0.dims()[0])
+    }
+
+    fn losses(&mut self, (x, y): &Self::Batch) -> anyhow::Result<Vec<(String, Tensor)>> {
+        if let Some((at, flag)) = &self.stop_at {
+            if *at == self.current {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        let pred = x.matmul(&self.w)?.broadcast_add(&self.b)?;
+        let mut mse = (pred - y)?.sqr()?.mean_all()?;
+        if self.nan_at == Some(self.current) {
+            mse = (mse * f64::NAN)?;
+        }
+        let reg = (self.w.sqr()?.sum_all()? * 0.01)?;
+        Ok(vec![("loss_mse".into(), mse), ("loss_reg".into(), reg)])
+    }
+
+    fn evaluate(&mut self, epoch: usize) -> anyhow::Result<Vec<(String, f64)>> {
+        let (x, y) = self.batch(1000 + epoch, 0)?;
+        let mse = (x.matmul(&self.w)?.broadcast_add(&self.b)? - y)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
+        Ok(vec![("neg_mse".into(), -(mse as f64))])
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+}
+
+fn trainer(task: &LinReg, dir: &Path) -> Trainer {
+    let cfg = TrainerConfig {
+        max_epochs: EPOCHS,
+        grad_clip: Some(1.0),
+        accumulate: 2,
+        log_interval: 2,
+        eval_interval: 1,
+        checkpoint_interval: 1,
+        keep_last: 2,
+        ema: Some(0.9),
+        seed: 11,
+        catch_ctrlc: false,
+    };
+    let ocfg = OptimizerConfig {
+        kind: OptimizerType::AdamW,
+        lr: 0.05,
+        weight_decay: 0.05,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        momentum: 0.0,
+        nesterov: false,
+        paramwise: Some(ParamwiseConfig::NoDecayNormBias),
+    };
+    let opt = Optimizer::from_config(&ocfg, task.params()).unwrap();
+    let sched = LrScheduleConfig::Step {
+        step: vec![2],
+        gamma: 0.1,
+        min_lr: None,
+        warmup: Some(WarmupKind::Linear),
+        warmup_iters: 2,
+        warmup_ratio: 0.1,
+    };
+    Trainer::new(cfg, dir, opt, LrSchedule::new(sched, ocfg.lr, EPOCHS)).with_config_text("model: linreg\n")
+}
+
+fn values(store: &ParamStore) -> Vec<f32> {
+    store.tensors().iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+fn ema_values(t: &Trainer) -> Vec<f32> {
+    t.ema().unwrap().tensors().iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-6, "{what}: {a:?} vs {b:?}");
+    }
+}
+
+/// (global_iter, loss) of each train line of metrics.jsonl.
+fn logged_losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["mode"] == "train")
+        .map(|v| (v["global_iter"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn resume_matches_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    if let Ok(keep) = std::env::var("NEXTDET_KEEP_TRAINER_OUTPUT") {
+        let _ = std::fs::remove_dir_all(&keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        return run_resume(Path::new(&keep));
+    }
+    run_resume(tmp.path());
+}
+
+fn run_resume(root: &Path) {
+    let (dir_a, dir_b, dir_c) = (root.join("a"), root.join("b"), root.join("c"));
+    let mut task = LinReg::new();
+    let start = values(&task.params);
+    let mut straight = trainer(&task, &dir_a);
+    let out = straight.fit(&mut task, None).unwrap();
+    assert_eq!(out, FitOutcome::Completed { checkpoint: Some(dir_a.join("epoch_3.safetensors")) });
+    let want = values(&task.params);
+    assert!(want.iter().zip(&start).any(|(a, b)| (a - b).abs() > 1e-2), "training changed nothing");
+
+    // interrupted in the middle of epoch 2, then resumed from latest
+    let mut task = LinReg::new();
+    let mut first = trainer(&task, &dir_b);
+    task.stop_at = Some(((1, 1), first.interrupt_flag()));
+    let FitOutcome::Interrupted { checkpoint } = first.fit(&mut task, None).unwrap() else { panic!("not interrupted") };
+    assert_eq!(checkpoint, dir_b.join("interrupted.safetensors"));
+    let run = checkpoint::load(&dir_b.join("latest.safetensors"), &Device::Cpu).unwrap().run.unwrap();
+    assert_eq!((run.epoch, run.iter, run.global_iter, run.global_step), (1, 2, 7, 4));
+    assert_eq!(run.config.as_deref(), Some("model: linreg\n"));
+    let mut task = LinReg::new();
+    let mut second = trainer(&task, &dir_b);
+    second.fit(&mut task, Some(&dir_b.join("latest.safetensors"))).unwrap();
+    assert_close("weights after resume", &values(&task.params), &want);
+    assert_close("ema after resume", &ema_values(&second), &ema_values(&straight));
+    let (la, lb) = (logged_losses(&dir_a), logged_losses(&dir_b));
+    assert_eq!(la.len(), lb.len());
+    for ((ga, a), (gb, b)) in la.iter().zip(&lb) {
+        assert_eq!(ga, gb);
+        assert!((a - b).abs() <= 1e-6, "logged loss at {ga}: {a} vs {b}");
+    }
+
+    // resumed from an epoch checkpoint of the straight run
+    let mut task = LinReg::new();
+    let mut third = trainer(&task, &dir_c);
+    third.fit(&mut task, Some(&dir_a.join("epoch_2.safetensors"))).unwrap();
+    assert_close("weights after resume from epoch 2", &values(&task.params), &want);
+
+    // outputs: keep_last 2 removed epoch 1; curves and metrics written
+    assert!(!dir_a.join("epoch_1.safetensors").exists());
+    assert!(dir_a.join("epoch_2.safetensors").exists());
+    let png = std::fs::read(dir_a.join("curves.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let text = std::fs::read_to_string(dir_a.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.lines().filter(|l| l.contains("\"val\"")).count(), EPOCHS);
+    let latest = checkpoint::load(&dir_a.join("latest.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(latest.run.as_ref().unwrap().epoch, EPOCHS);
+    assert!(latest.run.unwrap().best_metric.is_some());
+    assert!(latest.optimizer.contains_key("fc.weight.exp_avg"));
+    assert!(latest.ema.contains_key("fc.weight"));
+}
+
+#[test]
+fn nan_loss_stops_and_keeps_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut task = LinReg::new();
+    task.nan_at = Some((1, 3));
+    let mut t = trainer(&task, tmp.path());
+    let err = t.fit(&mut task, None).unwrap_err();
+    match &err {
+        TrainError::NonFinite { epoch, iter, global_iter, part, value } => {
+            assert_eq!((*epoch, *iter, *global_iter, part.as_str()), (2, 4, 9, "loss_mse"));
+            assert!(value.is_nan());
+        }
+        e => panic!("wrong error: {e}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("iteration 4") && msg.contains("loss_mse"), "{msg}");
+    let ckpt = checkpoint::load(&tmp.path().join("latest.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(ckpt.run.unwrap().epoch, 1);
+    let store = LinReg::new().params;
+    assert!(store.load(&ckpt.weights).unwrap().is_exact());
+}
+
+fn small_checkpoint(v: f32, n: usize) -> checkpoint::Checkpoint {
+    let mut c = checkpoint::Checkpoint::default();
+    c.weights.insert("w".into(), Tensor::full(v, n, &Device::Cpu).unwrap());
+    c.optimizer.insert("w.step".into(), Tensor::new(&[3.0f64], &Device::Cpu).unwrap());
+    c.run = Some(checkpoint::RunState { epoch: v as usize, ..Default::default() });
+    c
+}
+
+#[test]
+fn torn_write_leaves_previous_checkpoint_loadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = CheckpointDir::new(tmp.path(), 0);
+    dir.save_epoch(1, &small_checkpoint(1.0, 16)).unwrap();
+    // a writer that died mid-write leaves half a temporary file and no rename
+    let good = std::fs::read(dir.epoch_path(1)).unwrap();
+    std::fs::write(tmp.path().join("latest.safetensors.tmp"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(tmp.path().join("epoch_2.safetensors.tmp"), &good[..good.len() / 2]).unwrap();
+    let c = checkpoint::load(&dir.latest_path(), &Device::Cpu).unwrap();
+    assert_eq!(c.run.unwrap().epoch, 1);
+    assert_eq!(c.optimizer["w.step"].to_vec1::<f64>().unwrap(), vec![3.0]);
+    // the next save goes through over the stale temporary files
+    dir.save_epoch(2, &small_checkpoint(2.0, 16)).unwrap();
+    assert_eq!(checkpoint::load(&dir.latest_path(), &Device::Cpu).unwrap().run.unwrap().epoch, 2);
+    // a truncated file is an error naming it
+    let bad = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let err = checkpoint::load(&bad, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+}
+
+/// Child side of `killed_writer_leaves_latest_loadable`: writes large checkpoints forever.
+#[test]
+fn child_writer() {
+    let Ok(dir) = std::env::var("NEXTDET_CHILD_WRITER_DIR") else { return };
+    let dir = CheckpointDir::new(dir, 2);
+    for epoch in 2.. {
+        dir.save_epoch(epoch, &small_checkpoint(epoch as f32, 8 << 20)).unwrap();
+    }
+}
+
+#[test]
+fn killed_writer_leaves_latest_loadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = CheckpointDir::new(tmp.path(), 2);
+    dir.save_epoch(1, &small_checkpoint(1.0, 8 << 20)).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--nocapture", "--test-threads", "1"])
+        .env("NEXTDET_CHILD_WRITER_DIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // wait until a temporary file is being written, then kill the writer
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut writing = false;
+    while !writing {
+        writing = std::fs::read_dir(tmp.path()).unwrap().flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with("epoch_") && name.ends_with(".tmp") && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+        });
+        assert!(std::time::Instant::now() < deadline, "the child never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let c = checkpoint::load(&dir.latest_path(), &Device::Cpu).unwrap();
+    let epoch = c.run.unwrap().epoch;
+    assert!(epoch >= 1);
+    let w = c.weights["w"].to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    assert!(w.iter().all(|&x| x == epoch as f64));
+    for e in dir.epochs().unwrap() {
+        checkpoint::load(&dir.epoch_path(e), &Device::Cpu).unwrap();
+    }
+}
+
+#[test]
+fn ema_follows_timm_formula() {
+    let task = LinReg::new();
+    let mut ema = nextdet_engine::ema::ModelEma::new(&task.params, 0.75).unwrap();
+    let before = values(&task.params);
+    let new: HashMap<String, Tensor> =
+        task.params.tensors().into_iter().map(|(n, t)| (n, (t.ones_like().unwrap() * 2.0).unwrap())).collect();
+    task.params.load(&new).unwrap();
+    ema.update(&task.params).unwrap();
+    let got: Vec<f32> =
+        ema.tensors().iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let want: Vec<f32> = before.iter().map(|b| 0.75 * b + 0.25 * 2.0).collect();
+    assert_close("ema", &got, &want);
+}
