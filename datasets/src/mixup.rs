@@ -219,7 +219,7 @@ fn check_batch(batch: &[f32], shape: [usize; 4], labels: &[usize]) -> Result<(),
     if labels.len() != n {
         return Err(MixupError::Shape(format!("{} labels for a batch of {n}", labels.len())));
     }
-    if n % 2 != 0 {
+    if !n.is_multiple_of(2) {
         return Err(MixupError::OddBatch(n));
     }
     Ok(())
