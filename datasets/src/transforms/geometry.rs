@@ -109,10 +109,17 @@ pub fn resize_nearest(mask: &Bitmap, out_w: usize, out_h: usize) -> Bitmap {
     }
     let xs = nearest_indices(mask.width, out_w);
     let ys = nearest_indices(mask.height, out_h);
-    let mut data = Vec::with_capacity(out_w * out_h);
-    for &sy in &ys {
+    let mut data = vec![0u8; out_w * out_h];
+    for (y, &sy) in ys.iter().enumerate() {
+        if y > 0 && ys[y - 1] == sy {
+            // Upscaling repeats source rows: copy the previous output row.
+            data.copy_within((y - 1) * out_w..y * out_w, y * out_w);
+            continue;
+        }
         let row = &mask.data[sy * mask.width..(sy + 1) * mask.width];
-        data.extend(xs.iter().map(|&sx| row[sx]));
+        for (d, &sx) in data[y * out_w..(y + 1) * out_w].iter_mut().zip(&xs) {
+            *d = row[sx];
+        }
     }
     Bitmap { width: out_w, height: out_h, data }
 }
