@@ -350,3 +350,39 @@ fn rejections_and_misuse_are_errors() {
     let e = DetPipeline::new(&[]).unwrap().apply(bad, &mut rng).unwrap_err();
     assert!(matches!(e, TransformError::BadSample { .. }), "{e}");
 }
+
+#[test]
+fn collate_pads_to_the_batch_maximum_in_normalized_space() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut a = random_sample(&mut rng);
+    let mut b = random_sample(&mut rng);
+    a = resize_sample(a, [70, 45], false);
+    b = resize_sample(b, [33, 97], false);
+    for (s, to_rgb) in [(&a, true), (&b, false)] {
+        let norm = Normalization { to_rgb, ..Normalization::IMAGENET };
+        let batch = collate(vec![a.clone(), b.clone()], &norm, 32).unwrap();
+        assert_eq!(batch.shape, [2, 3, 128, 96]);
+        let i = usize::from(!std::ptr::eq(s, &a));
+        let plane = 128 * 96;
+        let img = &batch.images[i * 3 * plane..(i + 1) * 3 * plane];
+        let (w, h) = (s.image.width(), s.image.height());
+        for c in 0..3 {
+            let src_c = if to_rgb { c } else { 2 - c };
+            for (y, x) in [(0, 0), (h - 1, w - 1), (h / 2, w / 3)] {
+                let v = f32::from(s.image.pixel(x, y).unwrap()[src_c]);
+                let want = (v - norm.mean[c]) / norm.std[c];
+                assert!((img[c * plane + y * 96 + x] - want).abs() < 1e-5);
+            }
+            // Padding is exactly zero after normalization, right of and below the image.
+            assert_eq!(img[c * plane + (h - 1) * 96 + w], 0.0);
+            assert_eq!(img[c * plane + 127 * 96], 0.0);
+        }
+        for (m, orig) in batch.samples[i].masks.iter().zip(&s.masks) {
+            assert_eq!((m.width, m.height), (96, 128));
+            assert_eq!(m.area(), orig.area());
+        }
+        assert_eq!(batch.samples[i].boxes, s.boxes);
+        assert_eq!(batch.metas().len(), 2);
+    }
+    assert!(collate(Vec::new(), &Normalization::IMAGENET, 32).is_err());
+}
