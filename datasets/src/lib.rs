@@ -30,3 +30,4 @@ pub mod mixup;
 pub mod rand_augment;
 pub mod shapes;
 pub mod transforms;
+pub mod draw;
