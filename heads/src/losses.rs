@@ -84,6 +84,15 @@ pub fn giou_loss(pred: &Tensor, target: &Tensor, eps: f64) -> Result<Tensor> {
     1.0 - g
 }
 
+/// A scalar 0 that stays connected to `t`'s graph, mmdet's `pred.sum() * 0` for a loss without
+/// positives: backward then yields zero gradients for the parameters behind `t` (which weight
+/// decay still sees). Not `t.sum_all() * 0.0`: candle prunes an affine op with factor 0 from
+/// backprop, and those parameters would get no gradient at all.
+pub fn zero_loss(t: &Tensor) -> Result<Tensor> {
+    let s = t.sum_all()?;
+    s.mul(&s.zeros_like()?)
+}
+
 /// mmdet's `weight_reduce_loss` with `reduction='mean'`: `sum(loss * weights) / avg_factor`
 /// when an `avg_factor` is given, else the mean of `loss * weights` (0 for an empty loss). A
 /// scalar tensor.
@@ -158,7 +167,7 @@ impl RegLossConfig {
         avg_factor: Option<f64>,
     ) -> Result<Tensor> {
         if pred.elem_count() == 0 {
-            return pred.sum_all()? * 0.0;
+            return zero_loss(pred);
         }
         let loss = match *self {
             Self::L1Loss { .. } => reduce(&l1_loss(pred, target)?, weights, avg_factor)?,

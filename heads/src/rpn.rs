@@ -21,7 +21,7 @@
 //! score ties by anchor index, where mmdet's unstable sort leaves them unspecified.
 
 use crate::assigner::{MaxIoUAssigner, MaxIoUAssignerConfig};
-use crate::losses::{reduce, sigmoid_bce_with_logits, RegLossConfig};
+use crate::losses::{reduce, sigmoid_bce_with_logits, zero_loss, RegLossConfig};
 use crate::sampler::{RandomSampler, RandomSamplerConfig};
 use crate::targets::ImageTargets;
 use candle_core::{bail, DType, Device, Result, Tensor};
@@ -297,14 +297,14 @@ impl RpnHead {
             }
         }
         let loss_cls = if idx.is_empty() {
-            (cls.sum_all()? * 0.0)?
+            zero_loss(&cls)?
         } else {
             let logits = cls.index_select(&indices_tensor(&idx, &dev)?, 0)?;
             let labels = Tensor::from_vec(lbl, idx.len(), &dev)?;
             reduce(&sigmoid_bce_with_logits(&logits, &labels, None)?, None, Some(avg))?
         };
         let loss_bbox = if pidx.is_empty() {
-            (reg.sum_all()? * 0.0)?
+            zero_loss(&reg)?
         } else {
             let pred = reg.index_select(&indices_tensor(&pidx, &dev)?, 0)?;
             let target = Tensor::from_vec(ptgt, (pidx.len(), 4), &dev)?;

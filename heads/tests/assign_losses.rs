@@ -202,3 +202,17 @@ fn reduction_and_configs_follow_mmdet() {
     let sl1 = RegLossConfig::SmoothL1Loss { beta: 1.0, loss_weight: 1.0 };
     assert_eq!(v(sl1.compute(&pred, &target, None, Some(1.0)).unwrap()), 4.5);
 }
+
+#[test]
+fn zero_loss_keeps_zero_gradients() {
+    let v = Var::from_tensor(&Tensor::new(&[1f32, -2.0, 3.0], &Device::Cpu).unwrap()).unwrap();
+    let l = nextdet_heads::losses::zero_loss(&(v.as_tensor() * 2.0).unwrap()).unwrap();
+    assert_eq!(l.to_scalar::<f32>().unwrap(), 0.0);
+    let g = l.backward().unwrap();
+    assert_eq!(g.get(v.as_tensor()).expect("a gradient").to_vec1::<f32>().unwrap(), vec![0.0; 3]);
+    // An empty prediction gives 0 with a gradient too (mmdet's `pred.sum() * 0`).
+    let e = Var::from_tensor(&Tensor::zeros((0, 4), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let cfg = RegLossConfig::L1Loss { loss_weight: 1.0 };
+    let l = cfg.compute(e.as_tensor(), e.as_tensor(), None, Some(1.0)).unwrap();
+    assert_eq!(l.to_scalar::<f32>().unwrap(), 0.0);
+}

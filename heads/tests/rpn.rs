@@ -227,3 +227,30 @@ fn config_parses_with_mmdet_defaults_and_rejects_typos() {
     let typo = text.replace("SmoothL1Loss", "SmoothL2Loss");
     assert!(serde_json::from_str::<RpnHeadConfig>(&typo).is_err());
 }
+
+#[test]
+fn images_without_gts_or_inside_anchors_give_finite_losses() {
+    let fx = fixture();
+    let (store, head) = build(&config(RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0.0), &fx);
+    let out = head.forward(&feats(&fx)).unwrap();
+    let mut t = targets(&fx);
+    t[0].boxes.clear();
+    t[0].labels.clear();
+    // Image 1 is smaller than every anchor: with allowed_border 0 none of its anchors is inside.
+    t[1].img_size = (10, 10);
+    let mut rng = StdRng::seed_from_u64(0);
+    let l = head.loss_with_pad_shapes(&out, &t, &[(64, 96), (32, 32)], &mut rng).unwrap();
+    let cls = l[0].1.to_scalar::<f32>().unwrap();
+    let bbox = l[1].1.to_scalar::<f32>().unwrap();
+    assert!(cls.is_finite() && cls > 0.0, "{cls}");
+    assert_eq!(bbox, 0.0);
+    let grads = (&l[0].1 + &l[1].1).unwrap().backward().unwrap();
+    for (name, var) in store.trainable() {
+        let g = grads.get(var.as_tensor()).unwrap();
+        let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(s.is_finite(), "{name}");
+        if name.contains("rpn_reg") {
+            assert_eq!(s, 0.0, "{name}");
+        }
+    }
+}
