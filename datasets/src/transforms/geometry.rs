@@ -78,9 +78,10 @@ pub fn resize_linear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
         for (px, &(s, w0, w1)) in out_row.chunks_exact_mut(3).zip(&xs) {
             let s = s as usize;
             let s1 = (s + 1).min(in_w - 1);
-            for c in 0..3 {
-                px[c] = i32::from(in_row[s * 3 + c]) * w0 + i32::from(in_row[s1 * 3 + c]) * w1;
-            }
+            let (p0, p1) = (&in_row[s * 3..s * 3 + 3], &in_row[s1 * 3..s1 * 3 + 3]);
+            px[0] = i32::from(p0[0]) * w0 + i32::from(p1[0]) * w1;
+            px[1] = i32::from(p0[1]) * w0 + i32::from(p1[1]) * w1;
+            px[2] = i32::from(p0[2]) * w0 + i32::from(p1[2]) * w1;
         }
     }
     let mut out = vec![0u8; out_h * stride];
