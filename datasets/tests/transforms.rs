@@ -386,3 +386,41 @@ fn collate_pads_to_the_batch_maximum_in_normalized_space() {
     }
     assert!(collate(Vec::new(), &Normalization::IMAGENET, 32).is_err());
 }
+
+#[test]
+fn mmdet_shaped_test_pipeline() {
+    let json = r#"[
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations", "with_bbox": true, "with_mask": true},
+        {"type": "MultiScaleFlipAug", "img_scale": [1333, 800], "flip": false, "transforms": [
+            {"type": "Resize", "keep_ratio": true},
+            {"type": "RandomFlip", "flip_ratio": 0.5},
+            {"type": "Normalize", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": true},
+            {"type": "Pad", "size_divisor": 32},
+            {"type": "ImageToTensor", "keys": ["img"]},
+            {"type": "Collect", "keys": ["img"]}
+        ]},
+        {"type": "DefaultFormatBundle"},
+        {"type": "Collect", "keys": ["img", "gt_bboxes", "gt_labels", "gt_masks"]}
+    ]"#;
+    let configs: Vec<DetTransformConfig> = serde_json::from_str(json).unwrap();
+    let p = DetPipeline::new(&configs).unwrap();
+    assert_eq!(p.with_mask(), Some(true));
+    assert_eq!(p.normalization(), Some(Normalization::IMAGENET));
+    let mut s = random_sample(&mut StdRng::seed_from_u64(1));
+    s.image = RgbImage::zeros(640, 480);
+    s.masks = s.masks.iter().map(|_| Bitmap::zeros(640, 480)).collect();
+    for seed in 0..8 {
+        let out = p.apply(s.clone(), &mut StdRng::seed_from_u64(seed)).unwrap();
+        assert_eq!(out.meta.img_size, (800, 1067));
+        assert_eq!(out.meta.pad_size, (800, 1088));
+        assert!(!out.meta.flipped, "MultiScaleFlipAug with flip: false never flips");
+    }
+
+    let bad =
+        |json: &str| DetPipeline::new(&serde_json::from_str::<Vec<DetTransformConfig>>(json).unwrap()).unwrap_err();
+    let e = bad(r#"[{"type": "MultiScaleFlipAug", "img_scale": [1333, 800], "flip": true, "transforms": []}]"#);
+    assert!(e.to_string().contains("pipeline[0] (MultiScaleFlipAug)"), "{e}");
+    let e = bad(r#"[{"type": "Resize", "keep_ratio": true}]"#);
+    assert!(e.to_string().contains("img_scale"), "{e}");
+}

@@ -16,6 +16,23 @@
 //! - {type: Pad, size_divisor: 32}
 //! ```
 //!
+//! and the test pipeline, as in mmdet (the loading and formatting steps are accepted so that
+//! mmdet configs carry over unchanged; they do nothing here)
+//!
+//! ```yaml
+//! - {type: LoadImageFromFile}
+//! - type: MultiScaleFlipAug
+//!   img_scale: [1333, 800]
+//!   flip: false
+//!   transforms:
+//!     - {type: Resize, keep_ratio: true}
+//!     - {type: RandomFlip}
+//!     - {type: Normalize, mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], to_rgb: true}
+//!     - {type: Pad, size_divisor: 32}
+//!     - {type: ImageToTensor, keys: [img]}
+//!     - {type: Collect, keys: [img]}
+//! ```
+//!
 //! Two steps are deferred to [`crate::collate`], because mmdet runs them on the float image:
 //! `Normalize` only records its settings ([`DetPipeline::normalization`]) and `Pad` only records
 //! the padded size in `meta.pad_size` ([`DetPipeline::size_divisor`]); collate converts to `f32`,
@@ -89,8 +106,9 @@ pub enum DetTransformConfig {
         /// Candidate scales. With `keep_ratio` each is a `(long, short)` bound whose order does
         /// not matter (mmdet's `(1333, 800)` and the ConvNeXt configs' `(800, 1333)` are the
         /// same); without it each is the exact `(w, h)` output size. A single pair may be written
-        /// without the outer list, as mmdet's `img_scale=(1333, 800)`.
-        #[serde(deserialize_with = "one_or_many_scales")]
+        /// without the outer list, as mmdet's `img_scale=(1333, 800)`. May be left out inside
+        /// `MultiScaleFlipAug`, which supplies the scale.
+        #[serde(default, deserialize_with = "one_or_many_scales")]
         img_scale: Vec<[usize; 2]>,
         /// How a scale is drawn when several are given.
         #[serde(default)]
@@ -105,8 +123,10 @@ pub enum DetTransformConfig {
     },
     /// mmdet `RandomFlip` (horizontal) with probability `flip_ratio`.
     RandomFlip {
-        /// Probability of flipping, in `[0, 1]`.
-        flip_ratio: f64,
+        /// Probability of flipping, in `[0, 1]`; absent means never (mmdet's `None`, used inside
+        /// `MultiScaleFlipAug` with `flip: false`).
+        #[serde(default)]
+        flip_ratio: Option<f64>,
     },
     /// mmdet 2.11 `RandomCrop`.
     RandomCrop {
@@ -142,6 +162,51 @@ pub enum DetTransformConfig {
         /// The padded height and width are multiples of this.
         size_divisor: usize,
     },
+    /// mmdet's test-time wrapper, single scale without flip only (what the paper's test pipeline
+    /// uses): runs `transforms` with every `Resize` at `img_scale`.
+    MultiScaleFlipAug {
+        /// The test scale, e.g. `[1333, 800]` (one pair, or a list holding one pair).
+        #[serde(deserialize_with = "one_or_many_scales")]
+        img_scale: Vec<[usize; 2]>,
+        /// Flip test-time augmentation; only `false` is supported.
+        #[serde(default)]
+        flip: bool,
+        /// The wrapped steps.
+        transforms: Vec<DetTransformConfig>,
+    },
+    /// mmdet's image loading step; the dataset decodes the image, so this is accepted and does
+    /// nothing.
+    LoadImageFromFile {
+        /// Accepted for compatibility; images are always 8-bit here.
+        #[serde(default)]
+        to_float32: bool,
+    },
+    /// mmdet's annotation loading step; the dataset loads annotations, and
+    /// [`DetPipeline::with_mask`] reports `with_mask` so it can skip masks.
+    LoadAnnotations {
+        /// Load boxes (default true).
+        #[serde(default = "default_true")]
+        with_bbox: bool,
+        /// Load instance masks (default false).
+        #[serde(default)]
+        with_mask: bool,
+    },
+    /// mmdet's tensor formatting; collate does it, so this is accepted and does nothing.
+    DefaultFormatBundle {},
+    /// mmdet's tensor formatting at test time; accepted and does nothing.
+    ImageToTensor {
+        /// The keys mmdet converts.
+        keys: Vec<String>,
+    },
+    /// mmdet's key selection; the sample keeps all its fields, so this is accepted and does
+    /// nothing.
+    Collect {
+        /// The keys mmdet keeps.
+        keys: Vec<String>,
+        /// The meta keys mmdet keeps.
+        #[serde(default)]
+        meta_keys: Vec<String>,
+    },
 }
 
 impl DetTransformConfig {
@@ -154,6 +219,12 @@ impl DetTransformConfig {
             Self::AutoAugment { .. } => "AutoAugment",
             Self::Normalize { .. } => "Normalize",
             Self::Pad { .. } => "Pad",
+            Self::MultiScaleFlipAug { .. } => "MultiScaleFlipAug",
+            Self::LoadImageFromFile { .. } => "LoadImageFromFile",
+            Self::LoadAnnotations { .. } => "LoadAnnotations",
+            Self::DefaultFormatBundle {} => "DefaultFormatBundle",
+            Self::ImageToTensor { .. } => "ImageToTensor",
+            Self::Collect { .. } => "Collect",
         }
     }
 }
@@ -216,9 +287,10 @@ pub enum TransformError {
 enum Step {
     Resize { scales: Vec<[usize; 2]>, mode: MultiscaleMode, keep_ratio: bool, allow_override: bool },
     Flip { ratio: f64 },
+    Sequence(Vec<Step>),
     Crop { kind: CropType, size: [f64; 2], allow_negative: bool },
     AutoAugment { policies: Vec<Vec<Step>> },
-    Normalize,
+    NoOp,
     Pad { divisor: usize },
 }
 
@@ -226,8 +298,17 @@ enum Step {
 #[derive(Debug, Clone)]
 pub struct DetPipeline {
     steps: Vec<Step>,
+    found: Found,
+}
+
+/// What building the steps collected for the pipeline's users, and the `MultiScaleFlipAug` scale
+/// in force.
+#[derive(Debug, Clone, Default)]
+struct Found {
     normalization: Option<Normalization>,
     size_divisor: Option<usize>,
+    with_mask: Option<bool>,
+    test_scale: Option<[usize; 2]>,
 }
 
 /// Per-sample state threaded through the steps (mmdet's `results['scale']` marker).
@@ -238,20 +319,26 @@ struct State {
 impl DetPipeline {
     /// Checks and builds a pipeline. Errors name the offending step by its position.
     pub fn new(configs: &[DetTransformConfig]) -> Result<Self, TransformError> {
-        let mut normalization = None;
-        let mut size_divisor = None;
-        let steps = build_steps(configs, "pipeline", &mut normalization, &mut size_divisor)?;
-        Ok(Self { steps, normalization, size_divisor })
+        let mut found = Found::default();
+        let steps = build_steps(configs, "pipeline", &mut found)?;
+        found.test_scale = None;
+        Ok(Self { steps, found })
     }
 
     /// The `Normalize` settings, for collate; `None` if the pipeline has no `Normalize` step.
     pub fn normalization(&self) -> Option<Normalization> {
-        self.normalization
+        self.found.normalization
     }
 
     /// The `Pad` divisor, for collate; `None` if the pipeline has no `Pad` step.
     pub fn size_divisor(&self) -> Option<usize> {
-        self.size_divisor
+        self.found.size_divisor
+    }
+
+    /// `LoadAnnotations`' `with_mask`: whether the dataset should load masks; `None` if the
+    /// pipeline has no `LoadAnnotations` step.
+    pub fn with_mask(&self) -> Option<bool> {
+        self.found.with_mask
     }
 
     /// Runs the steps on `sample`, drawing random choices from `rng`.
@@ -267,20 +354,19 @@ impl DetPipeline {
     }
 }
 
-fn build_steps(
-    configs: &[DetTransformConfig],
-    path: &str,
-    norm: &mut Option<Normalization>,
-    divisor: &mut Option<usize>,
-) -> Result<Vec<Step>, TransformError> {
+fn build_steps(configs: &[DetTransformConfig], path: &str, found: &mut Found) -> Result<Vec<Step>, TransformError> {
     let mut steps = Vec::with_capacity(configs.len());
     for (i, cfg) in configs.iter().enumerate() {
         let here = format!("{path}[{i}] ({})", cfg.type_name());
         let bad = |reason: String| TransformError::InvalidConfig { path: here.clone(), reason };
         let step = match cfg {
             DetTransformConfig::Resize { img_scale, multiscale_mode, keep_ratio, r#override } => {
+                let img_scale = match found.test_scale {
+                    Some(scale) => vec![scale],
+                    None => img_scale.clone(),
+                };
                 if img_scale.is_empty() {
-                    return Err(bad("img_scale must list at least one scale".into()));
+                    return Err(bad("img_scale must list at least one scale (outside MultiScaleFlipAug)".into()));
                 }
                 if img_scale.iter().any(|s| s[0] == 0 || s[1] == 0) {
                     return Err(bad(format!("scales must be positive, got {img_scale:?}")));
@@ -292,17 +378,19 @@ fn build_steps(
                     )));
                 }
                 Step::Resize {
-                    scales: img_scale.clone(),
+                    scales: img_scale,
                     mode: *multiscale_mode,
                     keep_ratio: *keep_ratio,
                     allow_override: *r#override,
                 }
             }
             DetTransformConfig::RandomFlip { flip_ratio } => {
-                if !(0.0..=1.0).contains(flip_ratio) {
-                    return Err(bad(format!("flip_ratio must be in [0, 1], got {flip_ratio}")));
+                // Inside MultiScaleFlipAug (flip: false) mmdet has already decided not to flip.
+                let ratio = if found.test_scale.is_some() { 0.0 } else { flip_ratio.unwrap_or(0.0) };
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(bad(format!("flip_ratio must be in [0, 1], got {ratio}")));
                 }
-                Step::Flip { ratio: *flip_ratio }
+                Step::Flip { ratio }
             }
             DetTransformConfig::RandomCrop { crop_type, crop_size, allow_negative_crop } => {
                 let [a, b] = *crop_size;
@@ -331,7 +419,7 @@ fn build_steps(
                 }
                 let mut built = Vec::with_capacity(policies.len());
                 for (j, p) in policies.iter().enumerate() {
-                    built.push(build_steps(p, &format!("{here}.policies[{j}]"), norm, divisor)?);
+                    built.push(build_steps(p, &format!("{here}.policies[{j}]"), found)?);
                 }
                 Step::AutoAugment { policies: built }
             }
@@ -341,16 +429,39 @@ fn build_steps(
                         "mean must be finite and std finite and non-zero, got {mean:?} / {std:?}"
                     )));
                 }
-                *norm = Some(Normalization { mean: *mean, std: *std, to_rgb: *to_rgb });
-                Step::Normalize
+                found.normalization = Some(Normalization { mean: *mean, std: *std, to_rgb: *to_rgb });
+                Step::NoOp
             }
             DetTransformConfig::Pad { size_divisor } => {
                 if *size_divisor == 0 {
                     return Err(bad("size_divisor must be positive".into()));
                 }
-                *divisor = Some(*size_divisor);
+                found.size_divisor = Some(*size_divisor);
                 Step::Pad { divisor: *size_divisor }
             }
+            DetTransformConfig::MultiScaleFlipAug { img_scale, flip, transforms } => {
+                if img_scale.len() != 1 || *flip {
+                    return Err(bad(format!(
+                        "only one scale without flip is supported (no test-time augmentation), got \
+                         img_scale {img_scale:?}, flip {flip}"
+                    )));
+                }
+                if found.test_scale.is_some() {
+                    return Err(bad("MultiScaleFlipAug cannot be nested".into()));
+                }
+                found.test_scale = Some(img_scale[0]);
+                let inner = build_steps(transforms, &format!("{here}.transforms"), found);
+                found.test_scale = None;
+                Step::Sequence(inner?)
+            }
+            DetTransformConfig::LoadAnnotations { with_mask, .. } => {
+                found.with_mask = Some(*with_mask);
+                Step::NoOp
+            }
+            DetTransformConfig::LoadImageFromFile { .. }
+            | DetTransformConfig::DefaultFormatBundle {}
+            | DetTransformConfig::ImageToTensor { .. }
+            | DetTransformConfig::Collect { .. } => Step::NoOp,
         };
         steps.push(step);
     }
@@ -440,7 +551,8 @@ fn run_step(step: &Step, s: DetSample, rng: &mut StdRng, state: &mut State) -> R
             let p = rng.gen_range(0..policies.len());
             run_steps(&policies[p], s, rng, state)?
         }
-        Step::Normalize => s,
+        Step::Sequence(steps) => run_steps(steps, s, rng, state)?,
+        Step::NoOp => s,
         Step::Pad { divisor } => {
             let mut s = s;
             let (h, w) = s.meta.img_size;
