@@ -424,3 +424,41 @@ fn mmdet_shaped_test_pipeline() {
     let e = bad(r#"[{"type": "Resize", "keep_ratio": true}]"#);
     assert!(e.to_string().contains("img_scale"), "{e}");
 }
+
+/// The paper's training pipeline as it is written in a YAML config (mmdet's shape).
+#[test]
+fn paper_pipeline_from_yaml() {
+    let yaml = r#"
+- {type: LoadImageFromFile}
+- {type: LoadAnnotations, with_bbox: true, with_mask: true}
+- {type: RandomFlip, flip_ratio: 0.5}
+- type: AutoAugment
+  policies:
+    - - type: Resize
+        img_scale: [[480, 1333], [512, 1333], [544, 1333], [576, 1333], [608, 1333], [640, 1333],
+                    [672, 1333], [704, 1333], [736, 1333], [768, 1333], [800, 1333]]
+        multiscale_mode: value
+        keep_ratio: true
+    - - {type: Resize, img_scale: [[400, 1333], [500, 1333], [600, 1333]], multiscale_mode: value, keep_ratio: true}
+      - {type: RandomCrop, crop_type: absolute_range, crop_size: [384, 600], allow_negative_crop: true}
+      - type: Resize
+        img_scale: [[480, 1333], [512, 1333], [544, 1333], [576, 1333], [608, 1333], [640, 1333],
+                    [672, 1333], [704, 1333], [736, 1333], [768, 1333], [800, 1333]]
+        multiscale_mode: value
+        override: true
+        keep_ratio: true
+- {type: Normalize, mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], to_rgb: true}
+- {type: Pad, size_divisor: 32}
+- {type: DefaultFormatBundle}
+- {type: Collect, keys: [img, gt_bboxes, gt_labels, gt_masks]}
+"#;
+    let configs: Vec<DetTransformConfig> = serde_yaml::from_str(yaml).unwrap();
+    let from_json = paper_train_pipeline();
+    assert_eq!(&configs[2..6], &from_json[..]);
+    let p = DetPipeline::new(&configs).unwrap();
+    assert_eq!((p.with_mask(), p.size_divisor()), (Some(true), Some(32)));
+
+    let typo = "- {type: Pad, size_divisr: 32}";
+    let e = serde_yaml::from_str::<Vec<DetTransformConfig>>(typo).unwrap_err().to_string();
+    assert!(e.contains("size_divisr"), "{e}");
+}
