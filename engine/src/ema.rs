@@ -4,8 +4,9 @@
 //! optimizer step every tensor of the model, buffers included, is folded in:
 //! `ema = decay * ema + (1 - decay) * value`.
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
 use nextdet_ops::params::ParamStore;
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// The moving average of every tensor of a [`ParamStore`], by name.
@@ -37,7 +38,12 @@ impl ModelEma {
             if *name != cur_name {
                 bail!("ema: tensor `{cur_name}` where `{name}` was expected");
             }
-            *ema = (ema.affine(self.decay, 0.0)? + cur.affine(1.0 - self.decay, 0.0)?)?;
+            if ema.device().is_cpu() && ema.dtype() == DType::F32 && cur.dtype() == DType::F32 {
+                let step = EmaStep { decay: self.decay as f32, rest: (1.0 - self.decay) as f32 };
+                ema.inplace_op2(&cur.contiguous()?, &step)?;
+            } else {
+                *ema = (ema.affine(self.decay, 0.0)? + cur.affine(1.0 - self.decay, 0.0)?)?;
+            }
         }
         Ok(())
     }
@@ -59,8 +65,42 @@ impl ModelEma {
             if t.dims() != ema.dims() {
                 bail!("ema: `ema.{name}` has shape {:?}, the model {:?}", t.dims(), ema.dims());
             }
-            *ema = t.to_dtype(ema.dtype())?.to_device(ema.device())?;
+            // a copy: the average is updated in place and must not alias the checkpoint's tensor
+            *ema = t.to_dtype(ema.dtype())?.to_device(ema.device())?.copy()?;
         }
+        Ok(())
+    }
+}
+
+/// The fused CPU update `e = decay * e + (1 - decay) * p`, in place, in timm's f32 order.
+struct EmaStep {
+    decay: f32,
+    /// `1 - decay`, computed in f64 as Python does.
+    rest: f32,
+}
+
+impl InplaceOp2 for EmaStep {
+    fn name(&self) -> &'static str {
+        "ema-step"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let (CpuStorage::F32(e), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
+            bail!("ema: expected a contiguous f32 average")
+        };
+        let (CpuStorage::F32(p), Some((c, d))) = (s2, l2.contiguous_offsets()) else {
+            bail!("ema: expected a contiguous f32 tensor")
+        };
+        let (e, p) = (&mut e[a..b], &p[c..d]);
+        if e.len() != p.len() {
+            bail!("ema: sizes differ");
+        }
+        let (decay, rest) = (self.decay, self.rest);
+        e.par_chunks_mut(1 << 14).zip(p.par_chunks(1 << 14)).for_each(|(e, p)| {
+            for (e, p) in e.iter_mut().zip(p) {
+                *e = decay * *e + rest * *p;
+            }
+        });
         Ok(())
     }
 }

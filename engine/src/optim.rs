@@ -118,13 +118,50 @@ impl OptimizerConfig {
     }
 }
 
+/// A state buffer: a host vector updated in place by the fused CPU kernels, or a device tensor.
+enum Buf {
+    Host(Vec<f32>),
+    Dev(Tensor),
+}
+
+impl Buf {
+    /// A copy as a tensor of `var`'s shape and device.
+    fn to_tensor(&self, var: &Var) -> Result<Tensor> {
+        match self {
+            Buf::Host(v) => Tensor::from_slice(v, var.dims(), var.device()),
+            Buf::Dev(t) => t.copy(),
+        }
+    }
+
+    /// The buffer for `var` holding `t` (host for CPU f32 parameters).
+    fn from_tensor(t: &Tensor, var: &Var) -> Result<Self> {
+        if fused(var) {
+            Ok(Buf::Host(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?))
+        } else {
+            Ok(Buf::Dev(t.to_dtype(var.dtype())?.to_device(var.device())?))
+        }
+    }
+
+    fn dev(&self) -> Option<&Tensor> {
+        match self {
+            Buf::Dev(t) => Some(t),
+            Buf::Host(_) => None,
+        }
+    }
+}
+
+/// True for parameters the fused CPU kernels update in place.
+fn fused(var: &Var) -> bool {
+    var.device().is_cpu() && var.dtype() == DType::F32
+}
+
 /// Per-parameter state, as torch keeps it.
 #[derive(Default)]
 struct ParamState {
     step: u64,
-    exp_avg: Option<Tensor>,
-    exp_avg_sq: Option<Tensor>,
-    momentum_buffer: Option<Tensor>,
+    exp_avg: Option<Buf>,
+    exp_avg_sq: Option<Buf>,
+    momentum_buffer: Option<Buf>,
 }
 
 /// An optimizer over parameter groups (see the module docs).
@@ -170,19 +207,25 @@ impl Optimizer {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for group in &self.groups {
             let lr = lr * group.lr_scale;
+            let wd = group.weight_decay;
             for (name, var) in &group.params {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let grad = grad.to_dtype(var.dtype())?;
                 let state = self.state.entry(name.clone()).or_default();
-                let new = match self.algorithm {
-                    Algorithm::AdamW { betas, eps } => {
-                        adamw_update(var.as_tensor(), &grad, state, lr, group.weight_decay, betas, eps)?
+                state.step += 1;
+                match (self.algorithm, fused(var)) {
+                    (Algorithm::AdamW { betas, eps }, true) => cpu::adamw(var, grad, state, lr, wd, betas, eps)?,
+                    (Algorithm::Sgd { momentum, nesterov }, true) => {
+                        cpu::sgd(var, grad, state, lr, wd, momentum, nesterov)?
                     }
-                    Algorithm::Sgd { momentum, nesterov } => {
-                        sgd_update(var.as_tensor(), &grad, state, lr, group.weight_decay, momentum, nesterov)?
+                    (Algorithm::AdamW { betas, eps }, false) => {
+                        let grad = grad.to_dtype(var.dtype())?;
+                        var.set(&adamw_update(var.as_tensor(), &grad, state, lr, wd, betas, eps)?)?
                     }
-                };
-                var.set(&new)?;
+                    (Algorithm::Sgd { momentum, nesterov }, false) => {
+                        let grad = grad.to_dtype(var.dtype())?;
+                        var.set(&sgd_update(var.as_tensor(), &grad, state, lr, wd, momentum, nesterov)?)?
+                    }
+                }
             }
         }
         Ok(())
@@ -201,7 +244,7 @@ impl Optimizer {
                     [("exp_avg", &s.exp_avg), ("exp_avg_sq", &s.exp_avg_sq), ("momentum_buffer", &s.momentum_buffer)]
                 {
                     if let Some(t) = t {
-                        out.push((format!("{name}.{key}"), t.copy()?));
+                        out.push((format!("{name}.{key}"), t.to_tensor(var)?));
                     }
                 }
             }
@@ -235,7 +278,7 @@ impl Optimizer {
             if t.dims() != var.dims() {
                 bail!("optimizer state `{key}`: shape {:?} does not match the parameter's {:?}", t.dims(), var.dims());
             }
-            let t = t.to_dtype(var.dtype())?.to_device(var.device())?;
+            let t = Buf::from_tensor(t, var)?;
             match field {
                 "exp_avg" => s.exp_avg = Some(t),
                 "exp_avg_sq" => s.exp_avg_sq = Some(t),
@@ -248,7 +291,8 @@ impl Optimizer {
     }
 }
 
-/// `torch.optim.AdamW`'s single-tensor update; returns the new parameter value.
+/// `torch.optim.AdamW`'s single-tensor update with tensor ops (non-CPU devices); returns the
+/// new parameter value.
 fn adamw_update(
     p: &Tensor,
     g: &Tensor,
@@ -258,15 +302,14 @@ fn adamw_update(
     (beta1, beta2): (f64, f64),
     eps: f64,
 ) -> Result<Tensor> {
-    s.step += 1;
     let p = p.affine(1.0 - lr * wd, 0.0)?;
-    let m = match &s.exp_avg {
+    let m = match s.exp_avg.as_ref().and_then(Buf::dev) {
         // torch's lerp with weight 1 - beta1 < 0.5: m + w * (g - m)
         Some(m) => (m + (g - m)?.affine(1.0 - beta1, 0.0)?)?,
         None => g.affine(1.0 - beta1, 0.0)?,
     };
     let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
-    let v = match &s.exp_avg_sq {
+    let v = match s.exp_avg_sq.as_ref().and_then(Buf::dev) {
         Some(v) => (v.affine(beta2, 0.0)? + g2)?,
         None => g2,
     };
@@ -276,12 +319,13 @@ fn adamw_update(
     let step_size = lr / bias1;
     let denom = (v.sqrt()? / bias2_sqrt)?.affine(1.0, eps)?;
     let p = (p - (m.affine(step_size, 0.0)? / denom)?)?;
-    s.exp_avg = Some(m);
-    s.exp_avg_sq = Some(v);
+    s.exp_avg = Some(Buf::Dev(m));
+    s.exp_avg_sq = Some(Buf::Dev(v));
     Ok(p)
 }
 
-/// `torch.optim.SGD`'s single-tensor update (dampening 0); returns the new parameter value.
+/// `torch.optim.SGD`'s single-tensor update (dampening 0) with tensor ops (non-CPU devices);
+/// returns the new parameter value.
 fn sgd_update(
     p: &Tensor,
     g: &Tensor,
@@ -291,18 +335,205 @@ fn sgd_update(
     momentum: f64,
     nesterov: bool,
 ) -> Result<Tensor> {
-    s.step += 1;
     let g = if wd != 0.0 { (g + p.affine(wd, 0.0)?)? } else { g.clone() };
     let d = if momentum != 0.0 {
-        let buf = match &s.momentum_buffer {
+        let buf = match s.momentum_buffer.as_ref().and_then(Buf::dev) {
             Some(b) => (b.affine(momentum, 0.0)? + &g)?,
             None => g.copy()?,
         };
         let d = if nesterov { (&g + buf.affine(momentum, 0.0)?)? } else { buf.clone() };
-        s.momentum_buffer = Some(buf);
+        s.momentum_buffer = Some(Buf::Dev(buf));
         d
     } else {
         g
     };
     p - d.affine(lr, 0.0)?
+}
+
+/// Fused multi-threaded CPU updates, in place on the parameter's storage, with torch's f32
+/// operation order (`_single_tensor_adamw` / `_single_tensor_sgd`).
+mod cpu {
+    use super::{Buf, ParamState};
+    use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+    use rayon::prelude::*;
+    use std::sync::Mutex;
+
+    /// Elements per parallel chunk.
+    const CHUNK: usize = 1 << 14;
+
+    /// The contiguous f32 elements of a CPU storage.
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+        let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
+            bail!("{what}: expected a contiguous f32 tensor")
+        };
+        Ok(&v[a..b])
+    }
+
+    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+        let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
+            bail!("{what}: expected a contiguous f32 tensor")
+        };
+        Ok(&mut v[a..b])
+    }
+
+    /// A host state buffer of `n` zeros unless present (torch starts from zeros, and a zero
+    /// buffer gives exactly torch's first-step values).
+    fn host(b: &mut Option<Buf>, n: usize) -> Result<&mut Vec<f32>> {
+        if !matches!(b, Some(Buf::Host(_))) {
+            *b = Some(Buf::Host(vec![0.0; n]));
+        }
+        match b {
+            Some(Buf::Host(v)) => {
+                if v.len() != n {
+                    bail!("optimizer state has {} elements, the parameter {n}", v.len());
+                }
+                Ok(v)
+            }
+            _ => bail!("optimizer state is not on the host"),
+        }
+    }
+
+    fn grad_f32(g: &Tensor) -> Result<Tensor> {
+        g.to_dtype(DType::F32)?.contiguous()
+    }
+
+    struct AdamW<'a> {
+        m: Mutex<&'a mut [f32]>,
+        v: Mutex<&'a mut [f32]>,
+        decay: f32,
+        w1: f32,
+        beta2: f32,
+        w2: f32,
+        step_size: f32,
+        bias2_sqrt: f32,
+        eps: f32,
+    }
+
+    impl InplaceOp2 for AdamW<'_> {
+        fn name(&self) -> &'static str {
+            "adamw-step"
+        }
+
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+            let p = slice_mut(s1, l1, "adamw parameter")?;
+            let g = slice(s2, l2, "adamw gradient")?;
+            let mut m = self.m.lock().expect("adamw state lock");
+            let mut v = self.v.lock().expect("adamw state lock");
+            if p.len() != g.len() || p.len() != m.len() || p.len() != v.len() {
+                bail!("adamw: parameter, gradient and state sizes differ");
+            }
+            let o = self;
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        let (gi, mi) = (g[i], m[i]);
+                        // torch lerp: weight < 0.5 ? self + w * (end - self) : end - (end - self) * (1 - w)
+                        let mi = if o.w1 < 0.5 { mi + o.w1 * (gi - mi) } else { gi - (gi - mi) * (1.0 - o.w1) };
+                        let vi = v[i] * o.beta2 + o.w2 * gi * gi;
+                        let denom = vi.sqrt() / o.bias2_sqrt + o.eps;
+                        p[i] = p[i] * o.decay + (-o.step_size) * mi / denom;
+                        m[i] = mi;
+                        v[i] = vi;
+                    }
+                });
+            Ok(())
+        }
+    }
+
+    /// One AdamW step of `var` (its state step already incremented).
+    pub(super) fn adamw(
+        var: &Var,
+        grad: &Tensor,
+        s: &mut ParamState,
+        lr: f64,
+        wd: f64,
+        (beta1, beta2): (f64, f64),
+        eps: f64,
+    ) -> Result<()> {
+        let n = var.elem_count();
+        let step = s.step as f64;
+        let grad = grad_f32(grad)?;
+        let op = AdamW {
+            m: Mutex::new(host(&mut s.exp_avg, n)?.as_mut_slice()),
+            v: Mutex::new(host(&mut s.exp_avg_sq, n)?.as_mut_slice()),
+            decay: (1.0 - lr * wd) as f32,
+            w1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            w2: (1.0 - beta2) as f32,
+            step_size: (lr / (1.0 - beta1.powf(step))) as f32,
+            bias2_sqrt: (1.0 - beta2.powf(step)).sqrt() as f32,
+            eps: eps as f32,
+        };
+        var.as_tensor().inplace_op2(&grad, &op)
+    }
+
+    struct Sgd<'a> {
+        buf: Option<Mutex<&'a mut [f32]>>,
+        lr: f32,
+        wd: f32,
+        momentum: f32,
+        nesterov: bool,
+    }
+
+    impl InplaceOp2 for Sgd<'_> {
+        fn name(&self) -> &'static str {
+            "sgd-step"
+        }
+
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+            let p = slice_mut(s1, l1, "sgd parameter")?;
+            let g = slice(s2, l2, "sgd gradient")?;
+            if p.len() != g.len() {
+                bail!("sgd: parameter and gradient sizes differ");
+            }
+            let o = self;
+            match &self.buf {
+                None => p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(p, g)| {
+                    for i in 0..p.len() {
+                        let d = if o.wd != 0.0 { g[i] + o.wd * p[i] } else { g[i] };
+                        p[i] += -o.lr * d;
+                    }
+                }),
+                Some(buf) => {
+                    let mut buf = buf.lock().expect("sgd state lock");
+                    if buf.len() != p.len() {
+                        bail!("sgd: parameter and momentum buffer sizes differ");
+                    }
+                    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(buf.par_chunks_mut(CHUNK)).for_each(
+                        |((p, g), b)| {
+                            for i in 0..p.len() {
+                                let d = if o.wd != 0.0 { g[i] + o.wd * p[i] } else { g[i] };
+                                let bi = b[i] * o.momentum + d;
+                                let step = if o.nesterov { d + o.momentum * bi } else { bi };
+                                p[i] += -o.lr * step;
+                                b[i] = bi;
+                            }
+                        },
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// One SGD step of `var`.
+    pub(super) fn sgd(
+        var: &Var,
+        grad: &Tensor,
+        s: &mut ParamState,
+        lr: f64,
+        wd: f64,
+        momentum: f64,
+        nesterov: bool,
+    ) -> Result<()> {
+        let n = var.elem_count();
+        let grad = grad_f32(grad)?;
+        let buf =
+            if momentum != 0.0 { Some(Mutex::new(host(&mut s.momentum_buffer, n)?.as_mut_slice())) } else { None };
+        let op = Sgd { buf, lr: lr as f32, wd: wd as f32, momentum: momentum as f32, nesterov };
+        var.as_tensor().inplace_op2(&grad, &op)
+    }
 }

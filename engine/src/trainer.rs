@@ -94,9 +94,33 @@ pub struct TrainerConfig {
     /// The run's seed.
     #[serde(default)]
     pub seed: u64,
+    /// Also evaluate the EMA weights after each evaluation (CNX `--model_ema_eval`); their
+    /// metrics are logged with an `ema_` prefix.
+    #[serde(default)]
+    pub ema_eval: bool,
     /// Catch Ctrl-C and save an `interrupted` checkpoint.
     #[serde(default = "yes")]
     pub catch_ctrlc: bool,
+}
+
+impl Default for TrainerConfig {
+    /// mmdetection's 1x runner: 12 epochs, no clipping, a log line every 50 iterations, an
+    /// evaluation and a checkpoint every epoch, all checkpoints kept, no EMA, seed 0.
+    fn default() -> Self {
+        Self {
+            max_epochs: 12,
+            grad_clip: None,
+            accumulate: 1,
+            log_interval: 50,
+            eval_interval: 1,
+            checkpoint_interval: 1,
+            keep_last: 0,
+            ema: None,
+            seed: 0,
+            ema_eval: false,
+            catch_ctrlc: true,
+        }
+    }
 }
 
 /// Why a run stopped with an error.
@@ -206,6 +230,8 @@ struct LogBuffer {
     count: usize,
     samples: usize,
     counted_samples: bool,
+    data_secs: f64,
+    grad_norm: Option<(f64, usize)>,
     start: Option<Instant>,
 }
 
@@ -281,6 +307,7 @@ impl Trainer {
         if self.cfg.catch_ctrlc {
             install_ctrlc();
         }
+        CTRL_C.store(false, Ordering::SeqCst);
         std::fs::create_dir_all(&self.work_dir).map_err(|e| self.output_err(&self.work_dir, e))?;
         let ckpts = CheckpointDir::new(&self.work_dir, self.cfg.keep_last);
         let steps_per_epoch = iters.div_ceil(accumulate);
@@ -292,6 +319,15 @@ impl Trainer {
         let mut run = RunState { seed: self.cfg.seed, config: self.config_text.clone(), ..Default::default() };
         if let Some(path) = resume {
             run = self.restore(path, &params)?;
+            if run.seed != self.cfg.seed {
+                tracing::warn!(
+                    "{}: saved with seed {}, resumed with seed {}: batches will differ",
+                    path.display(),
+                    run.seed,
+                    self.cfg.seed
+                );
+                run.seed = self.cfg.seed;
+            }
             run.config = self.config_text.clone().or(run.config);
         }
         self.trim_metrics(&run)?;
@@ -326,7 +362,9 @@ impl Trainer {
                     log.start = Some(Instant::now());
                 }
                 let task_err = |source| TrainError::Task { epoch: epoch + 1, iter: iter + 1, source };
+                let data_start = Instant::now();
                 let batch = task.batch(epoch, iter).map_err(task_err)?;
+                log.data_secs += data_start.elapsed().as_secs_f64();
                 let size = task.batch_size(&batch);
                 log.counted_samples |= size.is_some();
                 log.samples += size.unwrap_or(1);
@@ -386,7 +424,9 @@ impl Trainer {
                     let mut grads = pending.take().expect("pending gradients");
                     pending_count = 0;
                     if let Some(max_norm) = self.cfg.grad_clip {
-                        clip_grad_norm(&mut grads, &params, max_norm)?;
+                        let norm = clip_grad_norm(&mut grads, &params, max_norm)?;
+                        let (sum, n) = log.grad_norm.unwrap_or((0.0, 0));
+                        log.grad_norm = Some((sum + norm, n + 1));
                     }
                     lr = self.schedule.lr_at(epoch, iter / accumulate, steps_per_epoch);
                     self.optimizer.step(&grads, lr)?;
@@ -419,6 +459,20 @@ impl Trainer {
             if self.cfg.eval_interval > 0 && (done.is_multiple_of(self.cfg.eval_interval) || last) {
                 let metrics =
                     task.evaluate(done).map_err(|source| TrainError::Task { epoch: done, iter: 0, source })?;
+                let mut metrics = metrics;
+                if let (true, Some(ema)) = (self.cfg.ema_eval, &self.ema) {
+                    let own: std::collections::HashMap<String, Tensor> = params
+                        .tensors()
+                        .into_iter()
+                        .map(|(n, t)| Ok((n, t.copy()?)))
+                        .collect::<candle_core::Result<_>>()?;
+                    params.load(&ema.state())?;
+                    let ema_metrics = task.evaluate(done);
+                    params.load(&own)?;
+                    let ema_metrics =
+                        ema_metrics.map_err(|source| TrainError::Task { epoch: done, iter: 0, source })?;
+                    metrics.extend(ema_metrics.into_iter().map(|(k, v)| (format!("ema_{k}"), v)));
+                }
                 self.log_eval(done, &metrics)?;
                 if let Some((name, value)) = metrics.first() {
                     if self.best.as_ref().is_none_or(|b| *value > b.value) {
@@ -515,7 +569,7 @@ impl Trainer {
             let Some(y) = val.as_f64() else { continue };
             if train && (k == "loss" || k.starts_with("loss_")) {
                 self.loss_curves.entry(k.clone()).or_default().push((x, y));
-            } else if !train && !matches!(k.as_str(), "epoch" | "time") {
+            } else if !train && k != "epoch" {
                 self.metric_curves.entry(k.clone()).or_default().push((x, y));
             }
         }
@@ -545,8 +599,11 @@ impl Trainer {
             line.insert(name.clone(), mean.into());
             msg.push_str(&format!("{name} {mean:.4} "));
         }
-        let per_iter = secs / n;
-        line.insert("time".into(), per_iter.into());
+        if let Some((sum, count)) = log.grad_norm {
+            line.insert("grad_norm".into(), (sum / count.max(1) as f64).into());
+        }
+        line.insert("time".into(), (secs / n).into());
+        line.insert("data_time".into(), (log.data_secs / n).into());
         let speed = if secs > 0.0 { log.samples as f64 / secs } else { 0.0 };
         line.insert("speed".into(), speed.into());
         let unit = if log.counted_samples { "img/s" } else { "it/s" };
@@ -601,16 +658,35 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &ParamStore, max_norm: f64)
     let mut sq = 0.0f64;
     for (_, var) in &vars {
         if let Some(g) = grads.get(var.as_tensor()) {
-            sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            sq += sum_sq(g)?;
         }
     }
     let norm = sq.sqrt();
-    let coef = (max_norm / (norm + 1e-6)).min(1.0);
-    for (_, var) in &vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let scaled = g.affine(coef, 0.0)?;
-            grads.insert(var.as_tensor(), scaled);
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for (_, var) in &vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let scaled = g.affine(coef, 0.0)?;
+                grads.insert(var.as_tensor(), scaled);
+            }
         }
     }
     Ok(norm)
+}
+
+/// The sum of squares of a tensor's elements, in f64 (one parallel pass over CPU f32 data).
+fn sum_sq(t: &Tensor) -> candle_core::Result<f64> {
+    use candle_core::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    if t.device().is_cpu() && t.dtype() == DType::F32 {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            // per-chunk sums added in a fixed order, so the result does not depend on scheduling
+            let parts: Vec<f64> =
+                v[a..b].par_chunks(1 << 14).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum()).collect();
+            return Ok(parts.iter().sum());
+        }
+    }
+    t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
 }

@@ -170,3 +170,40 @@ fn duplicate_parameter_is_an_error() {
     let err = Optimizer::new(Algorithm::Sgd { momentum: 0.0, nesterov: false }, vec![g("x"), g("y")]).err().unwrap();
     assert!(err.to_string().contains("`a`"), "{err}");
 }
+
+/// The tensor-op path (used off the CPU; here forced with f64 parameters) against the same
+/// torch fixtures; f64 arithmetic differs from torch's f32 by rounding only.
+#[test]
+fn tensor_path_matches_torch() {
+    for file in ["adamw.safetensors", "sgd.safetensors", "sgd_nesterov.safetensors"] {
+        let f = fixture(file);
+        let lrs = vals(&f.t["lrs"]);
+        let (_, vars32, groups32) = setup(&f);
+        let to64 = |v: &Var| Var::from_tensor(&v.as_tensor().to_dtype(candle_core::DType::F64).unwrap()).unwrap();
+        let groups: Vec<ParamGroup> = groups32
+            .iter()
+            .map(|g| ParamGroup { params: g.params.iter().map(|(n, v)| (n.clone(), to64(v))).collect(), ..g.clone() })
+            .collect();
+        let vars: Vec<(String, Var)> = groups.iter().flat_map(|g| g.params.clone()).collect();
+        assert_eq!(vars.len(), vars32.len());
+        let mut opt = Optimizer::new(algorithm(&f), groups).unwrap();
+        for (step, lr) in lrs.iter().enumerate() {
+            let mut g = GradStore::default();
+            for (name, var) in &vars {
+                if let Some(t) = f.t.get(&format!("grad.{step}.{name}")) {
+                    g.insert(var.as_tensor(), t.to_dtype(candle_core::DType::F64).unwrap());
+                }
+            }
+            opt.step(&g, *lr).unwrap();
+        }
+        for (name, var) in &vars {
+            assert_close(&format!("{file} f64 final.{name}"), var.as_tensor(), &f.t[&format!("final.{name}")], 1e-5);
+        }
+        let state: HashMap<String, Tensor> = opt.state_tensors().unwrap().into_iter().collect();
+        for (key, want) in &f.t {
+            if let Some(k) = key.strip_prefix("state.") {
+                assert_close(&format!("{file} f64 state.{k}"), &state[k], want, 1e-5);
+            }
+        }
+    }
+}

@@ -28,6 +28,7 @@ struct LinReg {
     nan_at: Option<(usize, usize)>,
     stop_at: Option<((usize, usize), Arc<AtomicBool>)>,
     current: (usize, usize),
+    slow: bool,
 }
 
 impl LinReg {
@@ -36,7 +37,7 @@ impl LinReg {
         let fc = params.root().pp("fc");
         let w = fc.param("weight", (4, 1), Init::Normal { std: 0.5 }).unwrap();
         let b = fc.param("bias", 1, Init::Const(0.0)).unwrap();
-        Self { params, w, b, seed: 11, nan_at: None, stop_at: None, current: (0, 0) }
+        Self { params, w, b, seed: 11, nan_at: None, stop_at: None, current: (0, 0), slow: false }
     }
 }
 
@@ -49,6 +50,9 @@ impl TrainTask for LinReg {
 
     fn batch(&mut self, epoch: usize, iter: usize) -> anyhow::Result<Self::Batch> {
         self.current = (epoch, iter);
+        if self.slow {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let mut rng = StdRng::seed_from_u64(iteration_seed(self.seed, epoch, iter));
         let x: Vec<f32> = (0..8 * 4).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let w_true = [1.5f32, -2.0, 0.5, 3.0];
@@ -89,8 +93,12 @@ impl TrainTask for LinReg {
 }
 
 fn trainer(task: &LinReg, dir: &Path) -> Trainer {
+    trainer_for(task, dir, EPOCHS, false)
+}
+
+fn trainer_for(task: &LinReg, dir: &Path, epochs: usize, catch_ctrlc: bool) -> Trainer {
     let cfg = TrainerConfig {
-        max_epochs: EPOCHS,
+        max_epochs: epochs,
         grad_clip: Some(1.0),
         accumulate: 2,
         log_interval: 2,
@@ -99,7 +107,8 @@ fn trainer(task: &LinReg, dir: &Path) -> Trainer {
         keep_last: 2,
         ema: Some(0.9),
         seed: 11,
-        catch_ctrlc: false,
+        ema_eval: true,
+        catch_ctrlc,
     };
     let ocfg = OptimizerConfig {
         kind: OptimizerType::AdamW,
@@ -120,7 +129,7 @@ fn trainer(task: &LinReg, dir: &Path) -> Trainer {
         warmup_iters: 2,
         warmup_ratio: 0.1,
     };
-    Trainer::new(cfg, dir, opt, LrSchedule::new(sched, ocfg.lr, EPOCHS)).with_config_text("model: linreg\n")
+    Trainer::new(cfg, dir, opt, LrSchedule::new(sched, ocfg.lr, epochs)).with_config_text("model: linreg\n")
 }
 
 fn values(store: &ParamStore) -> Vec<f32> {
@@ -204,7 +213,8 @@ fn run_resume(root: &Path) {
     let png = std::fs::read(dir_a.join("curves.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
     let text = std::fs::read_to_string(dir_a.join("metrics.jsonl")).unwrap();
-    assert_eq!(text.lines().filter(|l| l.contains("\"val\"")).count(), EPOCHS);
+    assert_eq!(text.lines().filter(|l| l.contains("\"val\"") && l.contains("ema_neg_mse")).count(), EPOCHS);
+    assert!(text.lines().next().unwrap().contains("grad_norm"));
     let latest = checkpoint::load(&dir_a.join("latest.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(latest.run.as_ref().unwrap().epoch, EPOCHS);
     assert!(latest.run.unwrap().best_metric.is_some());
@@ -322,4 +332,42 @@ fn ema_follows_timm_formula() {
         ema.tensors().iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     let want: Vec<f32> = before.iter().map(|b| 0.75 * b + 0.25 * 2.0).collect();
     assert_close("ema", &got, &want);
+}
+
+/// Child side of `ctrl_c_saves_interrupted_checkpoint`: a long run that must end interrupted.
+#[test]
+fn ctrl_c_child() {
+    let Ok(dir) = std::env::var("NEXTDET_CTRLC_CHILD_DIR") else { return };
+    let mut task = LinReg::new();
+    task.slow = true;
+    let mut t = trainer_for(&task, Path::new(&dir), 100_000, true);
+    let out = t.fit(&mut task, None).unwrap();
+    assert!(matches!(out, FitOutcome::Interrupted { .. }), "{out:?}");
+}
+
+#[test]
+fn ctrl_c_saves_interrupted_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "ctrl_c_child", "--nocapture", "--test-threads", "1"])
+        .env("NEXTDET_CTRLC_CHILD_DIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !tmp.path().join("metrics.jsonl").exists() {
+        assert!(std::time::Instant::now() < deadline, "the child never logged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = std::process::Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child: {status}");
+    let c = checkpoint::load(&tmp.path().join("interrupted.safetensors"), &Device::Cpu).unwrap();
+    let run = c.run.unwrap();
+    assert!(run.global_iter >= 2);
+    assert_eq!(run.iter % 2, 0, "saved inside an accumulation group: {run:?}");
+    let latest = checkpoint::load(&tmp.path().join("latest.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(latest.run.unwrap(), run);
 }
