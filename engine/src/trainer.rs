@@ -312,6 +312,15 @@ impl Trainer {
         let ckpts = CheckpointDir::new(&self.work_dir, self.cfg.keep_last);
         let steps_per_epoch = iters.div_ceil(accumulate);
         let params = task.params().clone();
+        let ids: std::collections::HashSet<_> = params.trainable().iter().map(|(_, v)| v.as_tensor().id()).collect();
+        for group in self.optimizer.groups() {
+            if let Some((name, _)) = group.params.iter().find(|(_, v)| !ids.contains(&v.as_tensor().id())) {
+                return Err(TrainError::Config(format!(
+                    "optimizer parameter `{name}` (group `{}`) is not a trainable parameter of the task",
+                    group.name
+                )));
+            }
+        }
         self.ema = match self.cfg.ema {
             Some(decay) => Some(ModelEma::new(&params, decay)?),
             None => None,
@@ -340,6 +349,7 @@ impl Trainer {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_position(run.global_iter.min(total));
+        bar.reset_eta();
         let mut last_ckpt = None;
         let mut log = LogBuffer::default();
 

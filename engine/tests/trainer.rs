@@ -371,3 +371,13 @@ fn ctrl_c_saves_interrupted_checkpoint() {
     let latest = checkpoint::load(&tmp.path().join("latest.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(latest.run.unwrap(), run);
 }
+
+#[test]
+fn optimizer_over_other_parameters_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = LinReg::new();
+    let mut task = LinReg::new();
+    let mut t = trainer(&other, tmp.path());
+    let err = t.fit(&mut task, None).unwrap_err().to_string();
+    assert!(err.contains("fc.weight"), "{err}");
+}
