@@ -150,11 +150,35 @@ fn benchmark_reports_speed_and_memory() {
 
 #[test]
 fn unbuilt_subcommands_refuse_with_a_nonzero_exit() {
-    for sub in ["train", "infer", "make-shapes"] {
+    for sub in ["train", "infer"] {
         let out = nextdet(&[sub, "configs/imagenet/convnext_tiny_1k_224.yaml"]);
         assert_eq!(out.status.code(), Some(2), "{sub}");
         assert!(stderr(&out).contains("not built yet"), "{sub}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn make_shapes_writes_datasets_that_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let det = tmp.path().join("det");
+    let out = nextdet(&["make-shapes", det.to_str().unwrap(), "--task", "detection", "--train", "6", "--val", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let opts = nextdet_datasets::coco::CocoOptions::TEST;
+    let val =
+        nextdet_datasets::coco::CocoDataset::open(&det.join("annotations/instances_val.json"), &det.join("val"), opts)
+            .unwrap();
+    assert_eq!(val.len(), 3);
+    assert_eq!(val.num_classes(), nextdet_datasets::shapes::CATEGORIES.len());
+    let cls = tmp.path().join("cls");
+    let out =
+        nextdet(&["make-shapes", cls.to_str().unwrap(), "--task", "classification", "--train", "2", "--val", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let folder = nextdet_datasets::ImageFolder::open(cls.join("val")).unwrap();
+    assert_eq!(folder.len(), nextdet_datasets::shapes::CATEGORIES.len());
+    // A second run into the same folder refuses instead of mixing two sets.
+    let out = nextdet(&["make-shapes", cls.to_str().unwrap(), "--task", "classification"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
 }
 
 #[test]

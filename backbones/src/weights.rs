@@ -90,10 +90,22 @@ fn is_timm_convnext(names: &[&str]) -> bool {
     names.iter().any(|k| k.starts_with("stem.0.") || k.starts_with("stages.") && k.contains(".blocks."))
 }
 
-/// Strips a `module.` prefix and renames timm ConvNeXt keys to the official layout; returns the
+/// Name prefixes of the training state our own checkpoints carry next to the weights
+/// (`nextdet_engine::checkpoint`): not model parameters.
+const TRAINING_STATE_PREFIXES: [&str; 2] = ["optimizer.", "ema."];
+
+/// Sets aside training state, strips a `module.` prefix and renames timm ConvNeXt keys to the official layout; returns the
 /// tensors and notes on what was detected.
 fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>, Vec<String>) {
     let mut notes = Vec::new();
+    let before = tensors.len();
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(k, _)| !TRAINING_STATE_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect();
+    if tensors.len() < before {
+        notes.push(format!("training checkpoint: set aside {} optimizer / EMA tensors", before - tensors.len()));
+    }
     let mut tensors: HashMap<String, Tensor> = if tensors.keys().all(|k| k.starts_with("module.")) {
         notes.push("stripped the `module.` prefix".into());
         tensors.into_iter().map(|(k, v)| (k["module.".len()..].to_string(), v)).collect()

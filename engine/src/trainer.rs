@@ -43,7 +43,8 @@ pub trait TrainTask {
     fn batch_size(&self, _batch: &Self::Batch) -> Option<usize> {
         None
     }
-    /// Named scalar losses of a batch; the loop sums them into the total.
+    /// Named scalars of a batch: those whose name contains `loss` are summed into the total and
+    /// trained; the others (an accuracy, say) are only logged.
     fn losses(&mut self, batch: &Self::Batch) -> anyhow::Result<Vec<(String, Tensor)>>;
     /// Named metrics after epoch `epoch` (from 1). The first one is tracked as the best metric.
     fn evaluate(&mut self, epoch: usize) -> anyhow::Result<Vec<(String, f64)>>;
@@ -396,6 +397,11 @@ impl Trainer {
                         log.order.push(name.clone());
                     }
                     *log.sums.entry(name.clone()).or_default() += value;
+                    // mmdetection's `parse_losses`: parts named `*loss*` make the total; the
+                    // others (`acc`) are logged only.
+                    if !name.contains("loss") {
+                        continue;
+                    }
                     let l = loss.sum_all()?;
                     sum = Some(match sum {
                         Some(s) => (s + l)?,
@@ -620,7 +626,16 @@ impl Trainer {
         msg.push_str(&format!("lr {lr:.3e} {speed:.2} {unit}"));
         bar.set_message(msg.clone());
         if bar.is_hidden() {
-            tracing::info!("epoch {} iter {}: {msg}", run.epoch + 1, run.iter);
+            // No terminal (a log file, CI): one text line per log interval, as mmdetection prints.
+            let eta = bar.eta().as_secs();
+            eprintln!(
+                "epoch {} iter {}: {msg} eta {}:{:02}:{:02}",
+                run.epoch + 1,
+                run.iter,
+                eta / 3600,
+                eta / 60 % 60,
+                eta % 60
+            );
         }
         *log = LogBuffer::default();
         self.append_line(serde_json::Value::Object(line))

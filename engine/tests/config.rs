@@ -486,3 +486,11 @@ fn malformed_inheritance_keys_are_invalid() {
         }
     }
 }
+
+#[test]
+fn yaml_merge_keys_repeat_a_mapping_with_changes() {
+    let cfg = load("merge_keys.yaml");
+    let heads: Vec<Value> = cfg.section("heads").unwrap();
+    assert_eq!(heads[1], yaml("{kind: box, channels: 64, stds: [0.05, 0.1]}"));
+    assert_eq!(heads[0]["stds"], yaml("[0.1, 0.2]"));
+}

@@ -1,19 +1,26 @@
 //! Whole models assembled from a config's `model` section through one builder.
 //!
-//! This release builds `ImageClassifier` (any backbone with its classification head); the
-//! detectors (`MaskRCNN`, `CascadeRCNN`) will come through the same [`ModelConfig`] enum.
+//! `ImageClassifier` is any backbone with its classification head; `MaskRCNN` and
+//! `CascadeRCNN` are [`detector::TwoStageDetector`]s (backbone, FPN, RPN, RoI heads).
 
 use candle_core::{Result, Tensor};
 use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
 
+pub mod detector;
+pub use detector::{RoiHeadConfig, TwoStageConfig, TwoStageDetector};
+
 /// The `model` section of a config, chosen by its `type` key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type")]
 pub enum ModelConfig {
     /// An image classifier: a backbone and its classification head.
     ImageClassifier(ImageClassifierConfig),
+    /// Mask R-CNN: backbone, FPN, RPN and the standard RoI head.
+    MaskRCNN(TwoStageConfig),
+    /// Cascade (Mask) R-CNN: backbone, FPN, RPN and the three-stage cascade RoI head.
+    CascadeRCNN(TwoStageConfig),
 }
 
 /// `model: {type: ImageClassifier, backbone: {...}, num_classes: N}`.
@@ -59,6 +66,18 @@ impl ImageClassifier {
 pub enum Model {
     /// See [`ImageClassifier`].
     Classifier(ImageClassifier),
+    /// See [`TwoStageDetector`].
+    Detector(TwoStageDetector),
+}
+
+impl Model {
+    /// The parameters of whichever model this is.
+    pub fn params(&self) -> &ParamStore {
+        match self {
+            Model::Classifier(m) => m.params(),
+            Model::Detector(m) => m.params(),
+        }
+    }
 }
 
 /// Builds the model a `model` section describes, on `device`, initialised from `seed`.
@@ -66,5 +85,7 @@ pub fn build_model(cfg: &ModelConfig, device: &candle_core::Device, seed: u64) -
     let params = ParamStore::new(device, seed);
     Ok(match cfg {
         ModelConfig::ImageClassifier(c) => Model::Classifier(ImageClassifier::new(c, params, seed)?),
+        ModelConfig::MaskRCNN(c) => Model::Detector(TwoStageDetector::new(c, false, params, seed)?),
+        ModelConfig::CascadeRCNN(c) => Model::Detector(TwoStageDetector::new(c, true, params, seed)?),
     })
 }

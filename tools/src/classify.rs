@@ -2,14 +2,14 @@
 //! (top-1 / top-5 on an ImageFolder validation set), with the official evaluation
 //! preprocessing from the config's `data.test.transform`.
 
-use crate::common::{build_with_checkpoint, load_config};
+use crate::common::{build_classifier, load_config};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use nextdet_datasets::{load_rgb8, EvalTransform, ImageFolder};
 use nextdet_engine::config::Config;
 use nextdet_evaluation::{top_k_indices, TopKAccuracy};
-use nextdet_models::{ImageClassifier, Model};
+use nextdet_models::ImageClassifier;
 use rayon::prelude::*;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,9 @@ struct ClassificationData {
     /// The evaluation split.
     #[serde(default)]
     test: Option<TestSplit>,
+    /// The training split, read by `nextdet train` (`train_cls`); ignored here.
+    #[serde(default, rename = "train")]
+    _train: Option<serde::de::IgnoredAny>,
 }
 
 /// An evaluation split, chosen by its `type` key.
@@ -61,10 +64,12 @@ struct Setup {
 }
 
 fn setup(cfg: &Config, checkpoint: &Path) -> Result<Setup> {
-    let Model::Classifier(net) = build_with_checkpoint(cfg, Some(checkpoint))?;
-    let data: ClassificationData = cfg
-        .section::<Option<ClassificationData>>("data")?
-        .unwrap_or(ClassificationData { class_names: None, test: None });
+    let net = build_classifier(cfg, Some(checkpoint))?;
+    let data: ClassificationData = cfg.section::<Option<ClassificationData>>("data")?.unwrap_or(ClassificationData {
+        class_names: None,
+        test: None,
+        _train: None,
+    });
     let names = class_names(data.class_names.as_deref(), net.num_classes())?;
     let transform = match &data.test {
         Some(TestSplit::ImageFolder(split)) => split.transform.clone(),

@@ -7,6 +7,13 @@ mod classify;
 mod coco_eval;
 mod common;
 mod convert;
+mod detection;
+mod infer;
+mod make_shapes;
+mod test_det;
+mod train;
+mod train_cls;
+mod train_det;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -52,11 +59,18 @@ enum Command {
         config: PathBuf,
         checkpoint: PathBuf,
         /// Metrics to compute: `top1` (with top-5) for classifiers; `bbox segm` for detectors.
-        #[arg(long, num_args = 1.., default_value = "top1")]
+        #[arg(long, num_args = 1..)]
         eval: Vec<String>,
-        /// Where to write the metrics JSON.
+        /// Classifiers: where to write the metrics JSON. Detectors: where to write the COCO
+        /// results (`<stem>.bbox.json`, `<stem>.segm.json`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Detectors: draw every test image with its detections into this folder.
+        #[arg(long)]
+        show_dir: Option<PathBuf>,
+        /// Detectors: the score threshold for `--show-dir`.
+        #[arg(long, default_value_t = 0.3)]
+        show_score_thr: f32,
         #[arg(long)]
         json: bool,
         #[arg(long, num_args = 1..)]
@@ -84,15 +98,39 @@ enum Command {
         #[arg(long, num_args = 1..)]
         cfg_options: Vec<String>,
     },
-    /// Train a model from a config (not built yet).
+    /// Train a model from a config: checkpoints, metrics.jsonl and curves.png in the work dir.
     Train {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        config: PathBuf,
+        /// Where to write (default `work_dirs/<config name>`).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Continue a run: from CKPT, or from the work dir's latest checkpoint when no path is given.
+        #[arg(long, num_args = 0..=1)]
+        resume: Option<Option<PathBuf>>,
+        /// Start from these weights (a pretrained backbone or detector), not from their run state.
+        #[arg(long)]
+        load_from: Option<PathBuf>,
+        /// Overrides the config's `runner.seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, num_args = 1..)]
+        cfg_options: Vec<String>,
     },
-    /// Run a detector on images and draw the results (not built yet).
+    /// Run a detector on images: a PNG with boxes, names, scores and masks, and a JSON, per image.
     Infer {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        config: PathBuf,
+        checkpoint: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value = "infer_out")]
+        out_dir: PathBuf,
+        /// Detections below this score are not drawn or listed.
+        #[arg(long, default_value_t = 0.3)]
+        score_thr: f32,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, num_args = 1..)]
+        cfg_options: Vec<String>,
     },
     /// Evaluate COCO results against COCO ground truth, as pycocotools does: the 12 stats and
     /// a per-category AP table.
@@ -110,10 +148,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate the built-in shapes datasets (not built yet).
+    /// Generate the built-in shapes datasets: a COCO-format detection set or an ImageFolder.
     MakeShapes {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Output folder (must be absent or empty).
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        task: make_shapes::Task,
+        /// Training images (detection) or training images per class (classification).
+        #[arg(long)]
+        train: Option<usize>,
+        /// Validation images (detection) or validation images per class (classification).
+        #[arg(long)]
+        val: Option<usize>,
+        #[arg(long, default_value_t = nextdet_datasets::shapes::DEFAULT_SEED)]
+        seed: u64,
     },
 }
 
@@ -170,22 +218,40 @@ fn run(command: Command) -> Result<()> {
         Command::Classify { config, checkpoint, images, topk, json, cfg_options } => {
             classify::classify(&config, &checkpoint, &images, topk, json, &cfg_options)
         }
-        Command::Test { config, checkpoint, eval, out, json, cfg_options } => {
-            classify::test(&config, &checkpoint, &eval, out.as_deref(), json, &cfg_options)
+        Command::Test { config, checkpoint, eval, out, show_dir, show_score_thr, json, cfg_options } => {
+            match common::model_kind(&common::load_config(&config, &cfg_options)?)? {
+                common::ModelKind::Classifier => {
+                    let eval = if eval.is_empty() { vec!["top1".to_string()] } else { eval };
+                    classify::test(&config, &checkpoint, &eval, out.as_deref(), json, &cfg_options)
+                }
+                common::ModelKind::Detector => {
+                    let opts = test_det::TestOptions {
+                        eval: &eval,
+                        out: out.as_deref(),
+                        show_dir: show_dir.as_deref(),
+                        score_thr: show_score_thr,
+                        json,
+                    };
+                    test_det::run(&config, &checkpoint, &opts, &cfg_options)
+                }
+            }
         }
         Command::Benchmark { config, checkpoint, mode, batch, shape, iters, warmup, json, cfg_options } => {
             let opts = benchmark::Options { mode, batch, shape, iters, warmup, json };
             benchmark::run(&config, checkpoint.as_deref(), &opts, &cfg_options)
         }
-        Command::Train { .. } => not_built("train", "the training engine (issue 5) and the detectors (issue 6)"),
-        Command::Infer { .. } => not_built("infer", "the detectors (issue 6)"),
+        Command::Train { config, work_dir, resume, load_from, seed, cfg_options } => {
+            let opts = train::TrainOptions { config, work_dir, resume, load_from, seed };
+            let cfg = common::load_config(&opts.config, &cfg_options)?;
+            match common::model_kind(&cfg)? {
+                common::ModelKind::Classifier => train_cls::run(&cfg, &opts),
+                common::ModelKind::Detector => train_det::run(&cfg, &opts),
+            }
+        }
+        Command::Infer { config, checkpoint, images, out_dir, score_thr, json, cfg_options } => {
+            infer::run(&config, &checkpoint, &images, &out_dir, score_thr, json, &cfg_options)
+        }
         Command::CocoEval { gt, dt, iou_type, json } => coco_eval::run(&gt, &dt, iou_type, json),
-        Command::MakeShapes { .. } => not_built("make-shapes", "the shapes datasets (issue 4)"),
+        Command::MakeShapes { dir, task, train, val, seed } => make_shapes::run(&dir, task, train, val, seed),
     }
-}
-
-/// Refuses a subcommand that does not exist yet, with a non-zero exit, instead of pretending.
-fn not_built(name: &str, needs: &str) -> Result<()> {
-    eprintln!("error: `nextdet {name}` is not built yet; it needs {needs}");
-    std::process::exit(2);
 }

@@ -293,8 +293,10 @@ fn load_text(
     shown: &Path,
     stack: &mut Vec<StackEntry>,
 ) -> Result<(Value, Provenance), ConfigError> {
-    let doc: Value =
+    let mut doc: Value =
         serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
+    // YAML merge keys (`<<: *anchor`), so one stage's head can be repeated with a change.
+    doc.apply_merge().map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
     let mut own = match doc {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
