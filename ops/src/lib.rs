@@ -43,3 +43,4 @@ pub use nms::{batched_nms, nms, BatchedNmsOpts};
 pub mod roi_extractor;
 pub use roi_extractor::{map_roi_levels, SingleRoiExtractor};
 pub mod nn;
+pub mod conv2d;

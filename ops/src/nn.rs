@@ -1,6 +1,6 @@
 //! Dense layers with PyTorch's parameter layout, shared by the neck and the heads: a 2-D
-//! convolution and a fully connected layer, both with a bias, both differentiable through
-//! candle's own ops.
+//! convolution and a fully connected layer, both with a bias, both differentiable (the
+//! convolution through [`crate::conv2d`], the linear layer through [`crate::linear`]).
 
 use candle_core::{Result, Tensor};
 
@@ -54,13 +54,11 @@ impl Conv2d {
         Ok(Self { weight, bias: None, stride, padding })
     }
 
-    /// `[N, inp, H, W]` to `[N, out, H', W']`.
+    /// `[N, inp, H, W]` to `[N, out, H', W']`, through [`crate::conv2d::conv2d`] (im2col and
+    /// gemm with the bias fused, and a hand-written backward: several times faster than
+    /// candle's `conv2d`, above all in training).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        }
+        crate::conv2d::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
     /// Output channels.
