@@ -20,9 +20,9 @@ use serde::Deserialize;
 #[serde(tag = "type")]
 pub enum RoiHeadConfig {
     /// One box head and one mask head (Mask R-CNN).
-    StandardRoIHead(StandardRoiHeadConfig),
+    StandardRoIHead(Box<StandardRoiHeadConfig>),
     /// Three box heads at rising IoU and one mask head per stage (Cascade Mask R-CNN).
-    CascadeRoIHead(CascadeRoiHeadConfig),
+    CascadeRoIHead(Box<CascadeRoiHeadConfig>),
 }
 
 /// The neck, chosen by its `type` key.
@@ -49,8 +49,8 @@ pub struct TwoStageConfig {
 
 /// The built RoI head.
 enum RoiHead {
-    Standard(StandardRoiHead),
-    Cascade(CascadeRoiHead),
+    Standard(Box<StandardRoiHead>),
+    Cascade(Box<CascadeRoiHead>),
 }
 
 /// A built two-stage detector and the parameters it reads from.
@@ -75,10 +75,10 @@ impl TwoStageDetector {
         let rpn = RpnHead::new(&cfg.rpn_head, channels, &root.pp("rpn_head"))?;
         let roi = match (&cfg.roi_head, cascade) {
             (RoiHeadConfig::StandardRoIHead(c), false) => {
-                RoiHead::Standard(StandardRoiHead::new(c, channels, &root.pp("roi_head"))?)
+                RoiHead::Standard(Box::new(StandardRoiHead::new(c, channels, &root.pp("roi_head"))?))
             }
             (RoiHeadConfig::CascadeRoIHead(c), true) => {
-                RoiHead::Cascade(CascadeRoiHead::new(c, channels, &root.pp("roi_head"))?)
+                RoiHead::Cascade(Box::new(CascadeRoiHead::new(c, channels, &root.pp("roi_head"))?))
             }
             (_, true) => bail!("model type CascadeRCNN needs `roi_head: {{type: CascadeRoIHead}}`"),
             (_, false) => bail!("model type MaskRCNN needs `roi_head: {{type: StandardRoIHead}}`"),
@@ -116,9 +116,17 @@ impl TwoStageDetector {
     }
 
     /// Detections of each image of the batch, in original image coordinates.
+    ///
+    /// candle records the graph of every op on a parameter; at test time nothing is
+    /// differentiated, so each stage's outputs are detached to free the activations behind them
+    /// (the backbone's, at 800x1333, are most of the memory).
     pub fn predict(&self, images: &Tensor, metas: &[TestMeta]) -> Result<Vec<InstanceResult>> {
-        let feats = self.features(images, false)?;
-        let rpn_out = self.rpn.forward(&feats)?;
+        let detach_all = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.detach()).collect::<Vec<_>>();
+        let feats = detach_all(self.backbone.forward(images, false)?);
+        let feats = detach_all(self.neck.forward(&feats)?);
+        let mut rpn_out = self.rpn.forward(&feats)?;
+        rpn_out.cls = detach_all(rpn_out.cls);
+        rpn_out.reg = detach_all(rpn_out.reg);
         let sizes: Vec<(usize, usize)> = metas.iter().map(|m| m.img_size).collect();
         let proposals = self.rpn.proposals(&rpn_out, &sizes, &self.cfg.rpn_head.test_proposals)?;
         match &self.roi {

@@ -67,7 +67,7 @@ pub enum Model {
     /// See [`ImageClassifier`].
     Classifier(ImageClassifier),
     /// See [`TwoStageDetector`].
-    Detector(TwoStageDetector),
+    Detector(Box<TwoStageDetector>),
 }
 
 impl Model {
@@ -85,7 +85,7 @@ pub fn build_model(cfg: &ModelConfig, device: &candle_core::Device, seed: u64) -
     let params = ParamStore::new(device, seed);
     Ok(match cfg {
         ModelConfig::ImageClassifier(c) => Model::Classifier(ImageClassifier::new(c, params, seed)?),
-        ModelConfig::MaskRCNN(c) => Model::Detector(TwoStageDetector::new(c, false, params, seed)?),
-        ModelConfig::CascadeRCNN(c) => Model::Detector(TwoStageDetector::new(c, true, params, seed)?),
+        ModelConfig::MaskRCNN(c) => Model::Detector(Box::new(TwoStageDetector::new(c, false, params, seed)?)),
+        ModelConfig::CascadeRCNN(c) => Model::Detector(Box::new(TwoStageDetector::new(c, true, params, seed)?)),
     })
 }

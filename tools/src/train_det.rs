@@ -24,7 +24,7 @@ pub struct SeededBatch {
 
 /// The detection training task.
 struct DetTask {
-    model: TwoStageDetector,
+    model: Box<TwoStageDetector>,
     loader: Loader<DetBatch, String>,
     current: Option<(usize, usize, EpochIter<DetBatch, String>)>,
     val: Option<DetData>,
