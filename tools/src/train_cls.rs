@@ -282,15 +282,6 @@ impl TrainTask for ClsTask {
 
     fn losses(&mut self, batch: &ClsBatch) -> Result<Vec<(String, Tensor)>> {
         let logits = self.net.forward(&batch.images, true)?;
-        if std::env::var("C2DBG").is_ok() {
-            let am: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-            let lab: Vec<u32> = match &batch.targets {
-                Targets::Hard(l) => l.iter().map(|&x| x as u32).collect(),
-                Targets::Soft(t) => t.argmax(1)?.to_vec1()?,
-            };
-            let s: f32 = batch.images.sum_all()?.to_scalar()?;
-            eprintln!("DBG pred {am:?}\nDBG lab  {lab:?} imgsum {s}");
-        }
         let loss = match &batch.targets {
             Targets::Hard(labels) => cross_entropy(&logits, labels)?.mean_all()?,
             Targets::Soft(t) => soft_target_cross_entropy(&logits, t)?,
