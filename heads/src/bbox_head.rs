@@ -13,11 +13,10 @@
 
 use crate::batch_norm::BatchNorm;
 use crate::losses::{cross_entropy, RegLossConfig};
-use crate::mask_head::SameConv;
 use crate::results::{InstanceResult, TestMeta};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use nextdet_ops::nms::{batched_nms_slices, indices_tensor};
-use nextdet_ops::nn::{kaiming_normal_fan_out, xavier_uniform, Linear};
+use nextdet_ops::nn::{kaiming_normal_fan_out, xavier_uniform, Conv2d, Linear};
 use nextdet_ops::{BatchedNmsOpts, Boxes, DeltaXywhCoder, Init, Scope};
 use serde::Deserialize;
 
@@ -217,7 +216,7 @@ impl BBoxHeadConfig {
 
 /// A 3x3 conv module: conv (no bias when normed), optional batch norm, ReLU.
 struct ConvModule {
-    conv: SameConv,
+    conv: Conv2d,
     bn: Option<BatchNorm>,
 }
 
@@ -327,7 +326,11 @@ impl BBoxHead {
             let (inp, out) = (dim, cfg.conv_out_channels);
             let init = kaiming_normal_fan_out(out * 9);
             let normed = cfg.norm_cfg.is_some();
-            let conv = SameConv::new(&s.pp("conv"), inp, out, 3, !normed, init)?;
+            let conv = if normed {
+                Conv2d::new_no_bias(&s.pp("conv"), inp, out, 3, 1, 1, init)?
+            } else {
+                Conv2d::new(&s.pp("conv"), inp, out, 3, 1, 1, init)?
+            };
             let bn = if normed { Some(BatchNorm::new(&s.pp("bn"), out)?) } else { None };
             shared_convs.push(ConvModule { conv, bn });
             dim = out;

@@ -116,7 +116,7 @@ fn c256() -> usize {
 /// mmdet's `FCNMaskHead` (see the module docs).
 pub struct FcnMaskHead {
     cfg: FcnMaskHeadConfig,
-    convs: Vec<SameConv>,
+    convs: Vec<Conv2d>,
     upsample_weight: Tensor,
     upsample_bias: Tensor,
     conv_logits: Conv2d,
@@ -145,7 +145,7 @@ impl FcnMaskHead {
         let mut dim = in_channels;
         for i in 0..cfg.num_convs {
             let s = scope.pp("convs").pp(i).pp("conv");
-            convs.push(SameConv::new(&s, dim, c, k, true, kaiming_normal_fan_out(c * k * k))?);
+            convs.push(Conv2d::new(&s, dim, c, k, 1, k / 2, kaiming_normal_fan_out(c * k * k))?);
             dim = c;
         }
         // ConvTranspose2d weight is [in, out, 2, 2]; PyTorch's fan_out for it is in * 2 * 2.
@@ -240,164 +240,4 @@ pub fn deconv2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let y = rows.matmul(&weight.reshape((cin, cout * 4))?)?; // [N*H*W, Cout*2*2]
     let y = y.reshape((n, h, w, cout, 2, 2))?.permute((0, 3, 1, 4, 2, 5))?; // [N, Cout, H, 2, W, 2]
     y.reshape((n, cout, 2 * h, 2 * w))?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
-}
-
-/// A `k x k` convolution with stride 1 and "same" padding `(k - 1) / 2` (PyTorch's
-/// `nn.Conv2d(inp, out, k, padding=(k - 1) // 2)`, `weight: [out, inp, k, k]`, optional
-/// `bias: [out]`), computed as an im2col copy and one matrix product. Its backward is two
-/// matrix products and a col2im sum, where candle's `conv2d` backward goes through a transposed
-/// convolution that is more than ten times slower on the RoI heads' `[R, 256, 7, 7]` maps.
-pub struct SameConv {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    k: usize,
-}
-
-impl SameConv {
-    /// `scope.weight` from `init` and, with `bias`, `scope.bias` (zeros); `k` must be odd.
-    pub fn new(scope: &Scope, inp: usize, out: usize, k: usize, bias: bool, init: nextdet_ops::Init) -> Result<Self> {
-        if k.is_multiple_of(2) {
-            bail!("same-padding convolution needs an odd kernel size, got {k}");
-        }
-        let weight = scope.param("weight", (out, inp, k, k), init)?;
-        let bias = if bias { Some(scope.param("bias", out, nextdet_ops::Init::Const(0.0))?) } else { None };
-        Ok(Self { weight, bias, k })
-    }
-
-    /// `[N, inp, H, W]` to `[N, out, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_same(x, &self.weight, self.bias.as_ref(), self.k)
-    }
-}
-
-/// [`SameConv`]'s computation on given tensors: `x: [N, C, H, W]`, `weight: [O, C, k, k]`.
-pub fn conv2d_same(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, k: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (o, wc, k1, k2) = weight.dims4()?;
-    if wc != c || k1 != k || k2 != k || k.is_multiple_of(2) {
-        bail!("conv2d_same: input {:?} and weight {:?} with kernel {k}", x.dims(), weight.dims());
-    }
-    let cols = x.contiguous()?.apply_op1(Im2Col { k })?; // [N*H*W, C*k*k]
-    let y = cols.matmul(&weight.reshape((o, c * k * k))?.t()?)?;
-    let y = y.reshape((n, h, w, o))?.permute((0, 3, 1, 2))?;
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
-        None => y.contiguous(),
-    }
-}
-
-/// `[N, C, H, W]` to `[N*H*W, C*k*k]`: row `(n, y, x)` holds, channel by channel, the `k x k`
-/// window centred on `(y, x)` (zeros outside the map). Backward: [`Col2Im`].
-struct Im2Col {
-    k: usize,
-}
-
-impl candle_core::CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let x = f32_contiguous(self.name(), storage, layout)?;
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let (k, p) = (self.k, self.k / 2);
-        let row = c * k * k;
-        let mut out = vec![0f32; n * h * w * row];
-        if !out.is_empty() {
-            out.par_chunks_mut(w * row).enumerate().for_each(|(ny, dst)| {
-                let (b, y) = (ny / h, ny % h);
-                for (xo, r) in dst.chunks_exact_mut(row).enumerate() {
-                    for ci in 0..c {
-                        let plane = &x[(b * c + ci) * h * w..][..h * w];
-                        for dy in 0..k {
-                            let Some(iy) = (y + dy).checked_sub(p).filter(|&v| v < h) else { continue };
-                            for dx in 0..k {
-                                if let Some(ix) = (xo + dx).checked_sub(p).filter(|&v| v < w) {
-                                    r[(ci * k + dy) * k + dx] = plane[iy * w + ix];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from((n * h * w, row))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (n, c, h, w) = arg.dims4()?;
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im { k: self.k, n, c, h, w })?))
-    }
-}
-
-/// The adjoint of [`Im2Col`]: sums each column entry back onto the input pixel it was copied
-/// from, `[N*H*W, C*k*k]` to `[N, C, H, W]`.
-struct Col2Im {
-    k: usize,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl candle_core::CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let g = f32_contiguous(self.name(), storage, layout)?;
-        let Self { k, n, c, h, w } = *self;
-        let (p, row) = (k / 2, c * k * k);
-        if g.len() != n * h * w * row {
-            bail!("col2im: {} values for [{n}*{h}*{w}, {row}]", g.len());
-        }
-        let mut out = vec![0f32; n * c * h * w];
-        if !out.is_empty() {
-            out.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
-                let (b, ci) = (bc / c, bc % c);
-                for y in 0..h {
-                    for x in 0..w {
-                        let mut acc = 0f32;
-                        for dy in 0..k {
-                            // output row yo used input row y through tap dy: y = yo + dy - p
-                            let Some(yo) = (y + p).checked_sub(dy).filter(|&v| v < h) else { continue };
-                            for dx in 0..k {
-                                if let Some(xo) = (x + p).checked_sub(dx).filter(|&v| v < w) {
-                                    acc += g[((b * h + yo) * w + xo) * row + (ci * k + dy) * k + dx];
-                                }
-                            }
-                        }
-                        plane[y * w + x] = acc;
-                    }
-                }
-            });
-        }
-        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from((n, c, h, w))))
-    }
-}
-
-/// The `f32` values of a contiguous CPU tensor.
-fn f32_contiguous<'a>(
-    op: &str,
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-) -> Result<&'a [f32]> {
-    let candle_core::CpuStorage::F32(v) = storage else {
-        bail!("{op}: only f32 is supported");
-    };
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("{op}: input must be contiguous"),
-    }
 }

@@ -350,32 +350,3 @@ fn configs_are_checked() {
     let err = BBoxHead::new(&cfg, 8, &store.root()).err().expect("in_channels mismatch").to_string();
     assert!(err.contains("in_channels"), "{err}");
 }
-
-#[test]
-fn im2col_convolution_matches_candle_conv2d_and_its_gradients() {
-    let dev = Device::Cpu;
-    for (k, bias) in [(3usize, true), (3, false), (5, true), (1, true)] {
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 6, 5), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.5, (4, 3, k, k), &dev).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 4, &dev).unwrap()).unwrap();
-        let gy = Tensor::randn(0f32, 1.0, (2, 4, 6, 5), &dev).unwrap();
-        let reference = {
-            let y = x.as_tensor().conv2d(w.as_tensor(), k / 2, 1, 1, 1).unwrap();
-            if bias {
-                y.broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1)).unwrap()).unwrap()
-            } else {
-                y
-            }
-        };
-        let y = nextdet_heads::mask_head::conv2d_same(x.as_tensor(), w.as_tensor(), bias.then_some(b.as_tensor()), k)
-            .unwrap();
-        close(&y, &reference, 1e-5, 1e-5, &format!("conv k{k} output"));
-        let g_ref = (&reference * &gy).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
-        close(g.get(&x).unwrap(), g_ref.get(&x).unwrap(), 1e-5, 1e-5, &format!("conv k{k} dx"));
-        close(g.get(&w).unwrap(), g_ref.get(&w).unwrap(), 1e-4, 1e-5, &format!("conv k{k} dw"));
-        if bias {
-            close(g.get(&b).unwrap(), g_ref.get(&b).unwrap(), 1e-4, 1e-5, &format!("conv k{k} db"));
-        }
-    }
-}
