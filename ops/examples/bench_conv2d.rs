@@ -42,19 +42,31 @@ const CASES: [Case; 12] = [
     Case { name: "p6_s2 3x3 stride2", n: 1, cin: 256, h: 25, w: 38, cout: 256, k: 3, stride: 2, pad: 1 },
 ];
 
-/// Milliseconds per call of `f`: the best of three means over `iters` calls each, after one
-/// warm-up call.
-fn time_ms(iters: usize, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+/// CPU seconds (user + system, all threads) this process has used, from `/proc/self/stat`
+/// (0 where that file does not exist).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// Wall and CPU milliseconds per call of `f`: the best of three means over `iters` calls
+/// each, after one warm-up call. CPU time (all threads) is less disturbed by other processes
+/// on a shared machine; with two busy threads it is about twice the wall time.
+fn time_ms(iters: usize, f: &mut dyn FnMut() -> Result<()>) -> Result<(f64, f64)> {
     f()?;
-    let mut best = f64::INFINITY;
+    let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..3 {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_seconds());
         for _ in 0..iters {
             f()?;
         }
         best = best.min(start.elapsed().as_secs_f64() * 1000.0 / iters as f64);
+        best_cpu = best_cpu.min((cpu_seconds() - cpu) * 1000.0 / iters as f64);
     }
-    Ok(best)
+    Ok((best, best_cpu))
 }
 
 /// candle's convolution plus the bias added by broadcasting.
@@ -69,8 +81,8 @@ fn our_conv(x: &Tensor, w: &Tensor, b: &Tensor, c: &Case) -> Result<Tensor> {
 
 type ConvFn = fn(&Tensor, &Tensor, &Tensor, &Case) -> Result<Tensor>;
 
-/// Forward and forward+backward milliseconds of one implementation on one case.
-fn time_case(conv: ConvFn, c: &Case, iters: usize) -> Result<(f64, f64)> {
+/// Forward and forward+backward (wall, CPU) milliseconds of one implementation on one case.
+fn time_case(conv: ConvFn, c: &Case, iters: usize) -> Result<((f64, f64), (f64, f64))> {
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (c.n, c.cin, c.h, c.w), &dev)?)?;
     let w = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (c.cout, c.cin, c.k, c.k), &dev)? * 0.05)?)?;
@@ -95,13 +107,14 @@ fn main() -> Result<()> {
     let filter = args.get(2).cloned().unwrap_or_default();
     let which = args.get(3).cloned().unwrap_or_else(|| "both".into());
     println!("threads: {}, iters: {iters}", rayon::current_num_threads());
-    println!("{:<30} {:>12} {:>12} {:>12} {:>12}", "row (ms)", "candle fwd", "candle f+b", "ours fwd", "ours f+b");
+    println!("wall ms per call, CPU ms (all threads) in brackets");
+    println!("{:<30} {:>18} {:>18} {:>18} {:>18}", "row", "candle fwd", "candle f+b", "ours fwd", "ours f+b");
     for c in CASES.iter().filter(|c| c.name.contains(&filter)) {
         let candle = if which != "ours" { Some(time_case(candle_conv, c, iters)?) } else { None };
         let ours = if which != "candle" { Some(time_case(our_conv, c, iters)?) } else { None };
-        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let cell = |v: Option<(f64, f64)>| v.map_or("-".to_string(), |(w, c)| format!("{w:.1} [{c:.0}]"));
         println!(
-            "{:<30} {:>12} {:>12} {:>12} {:>12}",
+            "{:<30} {:>18} {:>18} {:>18} {:>18}",
             c.name,
             cell(candle.map(|t| t.0)),
             cell(candle.map(|t| t.1)),

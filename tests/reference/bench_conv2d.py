@@ -35,15 +35,17 @@ CASES = [
 
 
 def time_ms(iters, fn):
-    """Best of three means over `iters` calls, after one warm-up call."""
+    """Wall and CPU (all threads) ms per call: best of three means over `iters` calls, after
+    one warm-up call, formatted as the Rust example prints them."""
     fn()
-    best = math.inf
+    best, best_cpu = math.inf, math.inf
     for _ in range(3):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(iters):
             fn()
         best = min(best, (time.perf_counter() - start) * 1000.0 / iters)
-    return best
+        best_cpu = min(best_cpu, (time.process_time() - cpu) * 1000.0 / iters)
+    return f"{best:.1f} [{best_cpu:.0f}]"
 
 
 def main():
@@ -55,7 +57,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"threads: {torch.get_num_threads()}, iters: {args.iters}, torch {torch.__version__}")
-    print(f"{'row (ms)':<30} {'torch fwd':>12} {'torch f+b':>12}")
+    print("wall ms per call, CPU ms (all threads) in brackets")
+    print(f"{'row':<30} {'torch fwd':>18} {'torch f+b':>18}")
     for name, n, cin, h, w, cout, k, stride, pad in CASES:
         if args.row not in name:
             continue
@@ -71,7 +74,7 @@ def main():
             x.grad = wt.grad = b.grad = None
             F.conv2d(x, wt, b, stride, pad).sum().backward()
 
-        print(f"{name:<30} {time_ms(args.iters, fwd):>12.2f} {time_ms(args.iters, fwd_bwd):>12.2f}", flush=True)
+        print(f"{name:<30} {time_ms(args.iters, fwd):>18} {time_ms(args.iters, fwd_bwd):>18}", flush=True)
 
 
 if __name__ == "__main__":
