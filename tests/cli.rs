@@ -192,7 +192,9 @@ fn every_shipped_config_has_a_valid_model_section() {
         }
         let cfg = nextdet_engine::config::Config::from_file(&path).unwrap();
         let model: nextdet_models::ModelConfig = cfg.section("model").unwrap_or_else(|e| panic!("{e}"));
-        let nextdet_models::ModelConfig::ImageClassifier(c) = model;
+        let nextdet_models::ModelConfig::ImageClassifier(c) = model else {
+            panic!("{}: not a classifier", path.display());
+        };
         assert!(c.num_classes == 1000 || c.num_classes == 21841, "{}", path.display());
         seen += 1;
     }
