@@ -99,10 +99,8 @@ const TRAINING_STATE_PREFIXES: [&str; 2] = ["optimizer.", "ema."];
 fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>, Vec<String>) {
     let mut notes = Vec::new();
     let before = tensors.len();
-    let tensors: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .filter(|(k, _)| !TRAINING_STATE_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .collect();
+    let tensors: HashMap<String, Tensor> =
+        tensors.into_iter().filter(|(k, _)| !TRAINING_STATE_PREFIXES.iter().any(|p| k.starts_with(p))).collect();
     if tensors.len() < before {
         notes.push(format!("training checkpoint: set aside {} optimizer / EMA tensors", before - tensors.len()));
     }

@@ -42,5 +42,5 @@ pub use boxes::{aligned_giou, box_iof, box_iou, generalized_box_iou, Boxes, Delt
 pub use nms::{batched_nms, nms, BatchedNmsOpts};
 pub mod roi_extractor;
 pub use roi_extractor::{map_roi_levels, SingleRoiExtractor};
-pub mod nn;
 pub mod conv2d;
+pub mod nn;
