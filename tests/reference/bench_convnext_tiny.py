@@ -41,27 +41,30 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None,
                     help="time only inference at this batch size (for bench_side_by_side.sh)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="time only the training step (its peak RSS then is the training step's)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}")
 
-    model = torchvision.models.convnext_tiny().eval()
-    with torch.inference_mode():
-        for batch in (args.batch,) if args.batch else (1, 8):
-            x = torch.randn(batch, 3, 224, 224)
-            dt = timeit(lambda: model(x), args.warmup, args.iters)
-            print(f"inference batch {batch}: {dt * 1e3:8.1f} ms/iter  {batch / dt:7.2f} images/s"
-                  f"  (peak RSS {peak_rss_mib():.0f} MiB)")
-        if args.batch:
-            return
+    if not args.train_only:
+        model = torchvision.models.convnext_tiny().eval()
+        with torch.inference_mode():
+            for batch in (args.batch,) if args.batch else (1, 8):
+                x = torch.randn(batch, 3, 224, 224)
+                dt = timeit(lambda: model(x), args.warmup, args.iters)
+                print(f"inference batch {batch}: {dt * 1e3:8.1f} ms/iter  {batch / dt:7.2f} images/s"
+                      f"  (peak RSS {peak_rss_mib():.0f} MiB)")
+            if args.batch:
+                return
 
-        for c, hw in ((96, 56), (192, 28), (384, 14), (768, 7)):
-            x = torch.randn(8, c, hw, hw)
-            w = torch.randn(c, 1, 7, 7)
-            dt = timeit(lambda: F.conv2d(x, w, padding=3, groups=c), args.warmup, args.iters)
-            print(f"dwconv7x7 x[8,{c},{hw},{hw}]: {dt * 1e3:8.2f} ms")
+            for c, hw in ((96, 56), (192, 28), (384, 14), (768, 7)):
+                x = torch.randn(8, c, hw, hw)
+                w = torch.randn(c, 1, 7, 7)
+                dt = timeit(lambda: F.conv2d(x, w, padding=3, groups=c), args.warmup, args.iters)
+                print(f"dwconv7x7 x[8,{c},{hw},{hw}]: {dt * 1e3:8.2f} ms")
 
     model = torchvision.models.convnext_tiny().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
