@@ -119,7 +119,10 @@ pub struct FcnMaskHead {
     convs: Vec<Conv2d>,
     upsample_weight: Tensor,
     upsample_bias: Tensor,
-    conv_logits: Conv2d,
+    /// `conv_logits.weight`, `[K, C, 1, 1]`: a 1x1 convolution, applied as a matrix product on
+    /// the upsampled pixels while they are still rows (see [`FcnMaskHead::forward`]).
+    logits_weight: Tensor,
+    logits_bias: Tensor,
 }
 
 impl FcnMaskHead {
@@ -153,8 +156,10 @@ impl FcnMaskHead {
         let upsample_weight = up.param("weight", (dim, c, 2, 2), kaiming_normal_fan_out(dim * 4))?;
         let upsample_bias = up.param("bias", c, nextdet_ops::Init::Const(0.0))?;
         let out = if cfg.class_agnostic { 1 } else { cfg.num_classes };
-        let conv_logits = Conv2d::new(&scope.pp("conv_logits"), c, out, 1, 1, 0, kaiming_normal_fan_out(out))?;
-        Ok(Self { cfg: cfg.clone(), convs, upsample_weight, upsample_bias, conv_logits })
+        let logits = scope.pp("conv_logits");
+        let logits_weight = logits.param("weight", (out, c, 1, 1), kaiming_normal_fan_out(out))?;
+        let logits_bias = logits.param("bias", out, nextdet_ops::Init::Const(0.0))?;
+        Ok(Self { cfg: cfg.clone(), convs, upsample_weight, upsample_bias, logits_weight, logits_bias })
     }
 
     /// The settings.
@@ -163,13 +168,20 @@ impl FcnMaskHead {
     }
 
     /// `[R, C, S, S]` RoI features to `[R, K, 2S, 2S]` mask logits.
+    ///
+    /// The deconv, its ReLU and the 1x1 `conv_logits` act on each upsampled pixel alone, so
+    /// they run on the pixels as rows (`[R*S*S*4, C]`, [`deconv2x2_rows`]) and only the
+    /// `K`-channel logits are reshuffled to NCHW: the `[R, C, 2S, 2S]` map is never built.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
             x = conv.forward(&x)?.relu()?;
         }
-        let x = deconv2x2(&x, &self.upsample_weight, &self.upsample_bias)?.relu()?;
-        self.conv_logits.forward(&x)
+        let (r, _, h, w) = x.dims4()?;
+        let up = deconv2x2_rows(&x, &self.upsample_weight, &self.upsample_bias)?.relu()?;
+        let (k, c) = (self.logits_weight.dim(0)?, self.logits_weight.dim(1)?);
+        let logits = up.matmul(&self.logits_weight.reshape((k, c))?.t()?)?.broadcast_add(&self.logits_bias)?;
+        rows_to_nchw(&logits, r, h, w)
     }
 
     /// mmdet `FCNMaskHead.loss`: mean binary cross entropy with logits of each positive's
@@ -228,16 +240,30 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `ConvTranspose2d(kernel 2, stride 2)` of `x: [N, Cin, H, W]` with `weight: [Cin, Cout, 2, 2]`
-/// and `bias: [Cout]`: every input pixel writes its own 2x2 output block, so this is one matrix
-/// product `[N*H*W, Cin] x [Cin, Cout*4]` and a reshuffle, exact and differentiable.
+/// and `bias: [Cout]`, giving `[N, Cout, 2H, 2W]`: [`deconv2x2_rows`] reshuffled to NCHW.
 pub fn deconv2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    rows_to_nchw(&deconv2x2_rows(x, weight, bias)?, n, h, w)
+}
+
+/// The stride-2 2x2 transposed convolution as rows: every input pixel writes its own 2x2
+/// output block, so this is one matrix product `[N*H*W, Cin] x [Cin, 2*2*Cout]` (plus the
+/// bias), returned as `[N*H*W*2*2, Cout]` with rows ordered `(n, y, x, dy, dx)`: output pixel
+/// `(2y + dy, 2x + dx)`. Exact and differentiable.
+pub fn deconv2x2_rows(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (n, cin, h, w) = x.dims4()?;
     let (wi, cout, k1, k2) = weight.dims4()?;
     if wi != cin || k1 != 2 || k2 != 2 || bias.dims() != [cout] {
         bail!("deconv2x2: input {:?}, weight {:?}, bias {:?}", x.dims(), weight.dims(), bias.dims());
     }
     let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * w, cin))?;
-    let y = rows.matmul(&weight.reshape((cin, cout * 4))?)?; // [N*H*W, Cout*2*2]
-    let y = y.reshape((n, h, w, cout, 2, 2))?.permute((0, 3, 1, 4, 2, 5))?; // [N, Cout, H, 2, W, 2]
-    y.reshape((n, cout, 2 * h, 2 * w))?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
+    let wt = weight.permute((0, 2, 3, 1))?.reshape((cin, 4 * cout))?; // columns (dy, dx, cout)
+    rows.matmul(&wt)?.reshape((n * h * w * 4, cout))?.broadcast_add(bias)
+}
+
+/// `[N*H*W*2*2, C]` rows in [`deconv2x2_rows`]' order to the `[N, C, 2H, 2W]` map.
+fn rows_to_nchw(rows: &Tensor, n: usize, h: usize, w: usize) -> Result<Tensor> {
+    let c = rows.dim(1)?;
+    let y = rows.reshape((n, h, w, 2, 2, c))?.permute((0, 5, 1, 3, 2, 4))?; // [N, C, H, 2, W, 2]
+    y.reshape((n, c, 2 * h, 2 * w))
 }
