@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use nextdet_evaluation::Rle;
+
 use crate::image_io::{load_rgb8, ImageIoError};
 use crate::sample::{Bitmap, DetSample, ImageMeta};
 
@@ -371,69 +373,19 @@ impl<'de> Deserialize<'de> for RawCounts {
 
 // ---- RLE helpers (pycocotools' formats) ----
 
-/// Decodes pycocotools' compressed RLE string (`rleFrString`): each count is written in 5-bit
-/// groups with a continuation bit, as a difference from the count two before for all but the
-/// first three. Errors on a string that ends inside a number or decodes to a negative count.
-pub fn decode_rle_string(s: &str) -> Result<Vec<u32>, String> {
-    let b = s.as_bytes();
-    let mut counts: Vec<u32> = Vec::with_capacity(b.len());
-    let mut p = 0;
-    while p < b.len() {
-        let (mut x, mut k) = (0i64, 0u32);
-        loop {
-            let Some(&byte) = b.get(p) else {
-                return Err(format!("compressed RLE string ends inside a number (at byte {p})"));
-            };
-            if !(48..48 + 64).contains(&byte) {
-                return Err(format!("byte {p} of the compressed RLE string is not a count character"));
-            }
-            if k >= 12 {
-                return Err(format!("a count in the compressed RLE string is too long (at byte {p})"));
-            }
-            let c = (byte - 48) as i64;
-            x |= (c & 0x1f) << (5 * k);
-            p += 1;
-            k += 1;
-            if c & 0x20 == 0 {
-                if c & 0x10 != 0 {
-                    x |= -1i64 << (5 * k);
-                }
-                break;
-            }
-        }
-        let m = counts.len();
-        if m > 2 {
-            x += counts[m - 2] as i64;
-        }
-        let count = u32::try_from(x).map_err(|_| format!("count {m} of the compressed RLE string is {x}"))?;
-        counts.push(count);
-    }
-    Ok(counts)
+/// Decodes pycocotools' compressed RLE string (`rleFrString`) of a `height x width` mask into
+/// run lengths, with `nextdet_evaluation::Rle`'s codec: every character and the coverage of the
+/// mask are checked.
+pub fn decode_rle_string(s: &str, height: usize, width: usize) -> Result<Vec<u32>, String> {
+    Rle::from_counts_string(s, height as u32, width as u32)
+        .map(|r| r.counts)
+        .map_err(|e| format!("compressed RLE string: {e}"))
 }
 
 /// Encodes run lengths as pycocotools' compressed RLE string (`rleToString`), the inverse of
 /// [`decode_rle_string`].
 pub fn encode_rle_string(counts: &[u32]) -> String {
-    let mut s = String::new();
-    for (i, &c) in counts.iter().enumerate() {
-        let mut x = c as i64;
-        if i > 2 {
-            x -= counts[i - 2] as i64;
-        }
-        loop {
-            let mut ch = x & 0x1f;
-            x >>= 5;
-            let more = if ch & 0x10 != 0 { x != -1 } else { x != 0 };
-            if more {
-                ch |= 0x20;
-            }
-            s.push((ch as u8 + 48) as char);
-            if !more {
-                break;
-            }
-        }
-    }
-    s
+    Rle { height: 0, width: 0, counts: counts.to_vec() }.counts_string()
 }
 
 /// Expands column-major run lengths (zeros first) into a row-major `height x width` mask.
@@ -784,7 +736,7 @@ fn check_segmentation(segm: &RawSegm, info: &ImageInfo) -> Result<Segmentation, 
                 ));
             }
             let counts: Vec<u32> = match counts {
-                RawCounts::Str(s) => decode_rle_string(s)?,
+                RawCounts::Str(s) => decode_rle_string(s, info.height, info.width)?,
                 RawCounts::List(list) => list
                     .iter()
                     .map(|&c| {
@@ -809,12 +761,14 @@ mod tests {
     #[test]
     fn rle_string_round_trip() {
         let counts = vec![0, 5, 3, 100, 2, 70000, 1, 0, 31, 32, 1000, 7];
+        let total: u32 = counts.iter().sum();
         let s = encode_rle_string(&counts);
-        assert_eq!(decode_rle_string(&s).unwrap(), counts);
+        assert_eq!(decode_rle_string(&s, total as usize, 1).unwrap(), counts);
+        assert!(decode_rle_string(&s, total as usize + 1, 1).is_err());
         // pycocotools: maskUtils.encode of the 3x2 mask [[0,1],[1,1],[0,0]] gives b"11110"
         // (column-major [0,1,0, 1,1,0] -> runs [1,1,1,2,1], the 4th and 5th as differences).
         assert_eq!(encode_rle_string(&[1, 1, 1, 2, 1]), "11110");
-        assert!(decode_rle_string("1O").is_err());
+        assert!(decode_rle_string("1O", 1, 1).is_err());
     }
 
     #[test]

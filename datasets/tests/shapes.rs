@@ -100,7 +100,9 @@ fn detection_annotations_equal_drawn_masks() {
     // Occluded instances' compressed RLEs decode to their area too (checked above via load);
     // make sure the strings are pycocotools' alphabet.
     for a in anns.iter().filter(|a| a["iscrowd"] == 0 && a["segmentation"].is_object()) {
-        decode_rle_string(a["segmentation"]["counts"].as_str().unwrap()).unwrap();
+        let size = &a["segmentation"]["size"];
+        let (h, w) = (size[0].as_u64().unwrap() as usize, size[1].as_u64().unwrap() as usize);
+        decode_rle_string(a["segmentation"]["counts"].as_str().unwrap(), h, w).unwrap();
     }
     // The validation split opens too.
     let val = CocoDataset::open(
