@@ -148,11 +148,15 @@ fn plan(g: &Geom) -> Vec<Chunk> {
 
 /// Writes the im2col matrix of `chunk` into `col` (`[Cin*k*k, cols]`, row-major): row
 /// `(ci, ki, kj)`, column `(image, output row, output column)` holds the input pixel that tap
-/// reads, or zero in the padding.
+/// reads, or zero in the padding. Every element is written (the buffer is reused between
+/// chunks and not cleared first: that would be one more pass over it).
 fn im2col(x: &[f32], g: &Geom, chunk: Chunk, col: &mut Vec<f32>) {
     let cols = chunk.cols(g);
-    col.clear();
-    col.resize(g.ckk() * cols, 0.0);
+    let len = g.ckk() * cols;
+    if col.len() < len {
+        col.resize(len, 0.0);
+    }
+    col.truncate(len);
     let (k, s, p) = (g.k, g.stride, g.pad as isize);
     let mut rows = col.chunks_exact_mut(cols);
     for ci in 0..g.cin {
@@ -171,8 +175,11 @@ fn im2col(x: &[f32], g: &Geom, chunk: Chunk, col: &mut Vec<f32>) {
                         let dst = out.next().expect("one row per output row");
                         let hi = (ho * s + ki) as isize - p;
                         if hi < 0 || hi >= g.h as isize {
-                            continue; // already zero
+                            dst.fill(0.0);
+                            continue;
                         }
+                        dst[..first].fill(0.0);
+                        dst[last..].fill(0.0);
                         let src = &plane[hi as usize * g.w..][..g.w];
                         if s == 1 {
                             let off = first + kj - g.pad;
