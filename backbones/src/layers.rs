@@ -40,33 +40,8 @@ impl Norm {
     }
 }
 
-/// A fully connected layer, PyTorch's `nn.Linear` (`weight: [out, in]`).
-pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    /// Parameters `scope.weight` and `scope.bias` with the given init for the weight.
-    pub fn new(scope: &Scope, inp: usize, out: usize, init: Init) -> Result<Self> {
-        Ok(Self { weight: scope.param("weight", (out, inp), init)?, bias: scope.param("bias", out, Init::Const(0.0))? })
-    }
-
-    /// `x @ weight^T` without the bias, on `[..., in]` (for callers that fuse the bias).
-    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        linear_no_bias(x, &self.weight)
-    }
-
-    /// `x @ weight^T + bias` on `[..., in]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.matmul(x)?.broadcast_add(&self.bias)
-    }
-
-    /// The bias, for callers that fuse it into the next step.
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
-    }
-}
+/// A fully connected layer, PyTorch's `nn.Linear`; the neck and heads use the same one.
+pub use nextdet_ops::nn::Linear;
 
 /// A convolution whose kernel equals its stride (ConvNeXt's stem and downsampling layers),
 /// computed as one matrix multiply over non-overlapping patches.

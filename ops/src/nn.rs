@@ -35,9 +35,8 @@ impl Conv2d {
         padding: usize,
         init: Init,
     ) -> Result<Self> {
-        let weight = scope.param("weight", (out, inp, k, k), init)?;
-        let bias = Some(scope.param("bias", out, Init::Const(0.0))?);
-        Ok(Self { weight, bias, stride, padding })
+        let conv = Self::new_no_bias(scope, inp, out, k, stride, padding, init)?;
+        Ok(Self { bias: Some(scope.param("bias", out, Init::Const(0.0))?), ..conv })
     }
 
     /// The same convolution without a bias parameter (before a batch norm).
@@ -79,8 +78,19 @@ impl Linear {
         Ok(Self { weight: scope.param("weight", (out, inp), init)?, bias: scope.param("bias", out, Init::Const(0.0))? })
     }
 
-    /// `[..., in]` to `[..., out]`.
+    /// `x @ weight^T` without the bias, on `[..., in]` (for callers that fuse the bias into the
+    /// next step, as the ConvNeXt block does).
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        crate::linear_no_bias(x, &self.weight)
+    }
+
+    /// `[..., in]` to `[..., out]`: `x @ weight^T + bias`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::linear_no_bias(x, &self.weight)?.broadcast_add(&self.bias)
+        self.matmul(x)?.broadcast_add(&self.bias)
+    }
+
+    /// The bias, for callers that fuse it into the next step.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 }
