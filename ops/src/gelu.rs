@@ -46,7 +46,7 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 /// Abramowitz and Stegun (absolute error below 1.5e-7), computed without cancellation in the
 /// lower tail.
 #[inline(always)]
-fn normal_cdf_pdf<const FMA: bool>(z: f32) -> (f32, f32) {
+pub(crate) fn normal_cdf_pdf<const FMA: bool>(z: f32) -> (f32, f32) {
     let a = z.abs() * FRAC_1_SQRT_2;
     let t = 1.0 / fmadd::<FMA>(0.327_591_1, a, 1.0);
     let poly = t * horner::<FMA>(t, &[0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4]);
@@ -58,7 +58,7 @@ fn normal_cdf_pdf<const FMA: bool>(z: f32) -> (f32, f32) {
 
 multiversion! {
     /// `y = gelu(x + b)` over rows of `b.len()` values.
-    fn gelu_rows(y: &mut [f32], x: &[f32], b: &[f32]) {
+    pub(crate) fn gelu_rows(y: &mut [f32], x: &[f32], b: &[f32]) {
         for (yr, xr) in y.chunks_exact_mut(b.len()).zip(x.chunks_exact(b.len())) {
             for ((y, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
                 let z = v + bv;

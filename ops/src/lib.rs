@@ -43,4 +43,6 @@ pub use nms::{batched_nms, nms, BatchedNmsOpts};
 pub mod roi_extractor;
 pub use roi_extractor::{map_roi_levels, SingleRoiExtractor};
 pub mod conv2d;
+pub mod gelu_linear;
 pub mod nn;
+pub use gelu_linear::{gelu_linear, gelu_linear_chunked};
