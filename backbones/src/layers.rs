@@ -97,10 +97,7 @@ pub struct Block {
     dw_bias: Tensor,
     norm: Norm,
     pwconv1: Linear,
-    /// `pwconv2`'s `weight: [dim, 4 dim]` and `bias: [dim]`, held apart (not as a [`Linear`]) because
-    /// the block fuses them into [`gelu_linear`] and [`layer_scale_residual`].
-    pw2_weight: Tensor,
-    pw2_bias: Tensor,
+    pwconv2: Linear,
     gamma: Option<Tensor>,
     drop_path: f64,
     rng: DropRng,
@@ -110,16 +107,14 @@ impl Block {
     /// A block of `dim` channels with its stochastic-depth rate and layer-scale init (no `gamma`
     /// when `layer_scale <= 0`).
     pub fn new(scope: &Scope, dim: usize, drop_path: f64, layer_scale: f64, rng: DropRng) -> Result<Self> {
-        let (dw, pw2) = (scope.pp("dwconv"), scope.pp("pwconv2"));
+        let dw = scope.pp("dwconv");
         let trunc = Init::TruncNormal { std: INIT_STD };
         Ok(Self {
             dw_weight: dw.param("weight", (dim, 1, 7, 7), trunc)?,
             dw_bias: dw.param("bias", dim, Init::Const(0.0))?,
             norm: Norm::new(&scope.pp("norm"), dim)?,
             pwconv1: Linear::new(&scope.pp("pwconv1"), dim, 4 * dim, trunc)?,
-            // Weight then bias, the order `Linear::new` creates them in (the same init draws).
-            pw2_weight: pw2.param("weight", (dim, 4 * dim), trunc)?,
-            pw2_bias: pw2.param("bias", dim, Init::Const(0.0))?,
+            pwconv2: Linear::new(&scope.pp("pwconv2"), 4 * dim, dim, trunc)?,
             gamma: if layer_scale > 0.0 { Some(scope.param("gamma", dim, Init::Const(layer_scale))?) } else { None },
             drop_path,
             rng,
@@ -130,9 +125,9 @@ impl Block {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.norm.after_depthwise_conv(x, &self.dw_weight, &self.dw_bias)?;
         // GELU and the second linear in one op, so the widest activation is not kept for backward.
-        let y = gelu_linear(&self.pwconv1.matmul(&y)?, self.pwconv1.bias(), &self.pw2_weight)?;
+        let y = gelu_linear(&self.pwconv1.matmul(&y)?, self.pwconv1.bias(), self.pwconv2.weight())?;
         if train && self.drop_path > 0.0 {
-            let branch = y.broadcast_add(&self.pw2_bias)?;
+            let branch = y.broadcast_add(self.pwconv2.bias())?;
             let branch = match &self.gamma {
                 Some(g) => branch.broadcast_mul(g)?,
                 None => branch,
@@ -140,7 +135,7 @@ impl Block {
             let mut rng = self.rng.lock().expect("drop-path rng");
             return x + drop_path(&branch, self.drop_path, true, &mut *rng)?;
         }
-        layer_scale_residual(&y, &self.pw2_bias, self.gamma.as_ref(), x)
+        layer_scale_residual(&y, self.pwconv2.bias(), self.gamma.as_ref(), x)
     }
 }
 

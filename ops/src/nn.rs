@@ -93,4 +93,10 @@ impl Linear {
     pub fn bias(&self) -> &Tensor {
         &self.bias
     }
+
+    /// The weight `[out, in]`, for callers that fuse the multiply with the step before it (the
+    /// ConvNeXt block's GELU and second pointwise layer).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
 }
