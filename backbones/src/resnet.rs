@@ -66,7 +66,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.bn.forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+        self.bn.forward(&nextdet_ops::conv2d::conv2d(x, &self.weight, None, self.stride, self.padding)?)
     }
 }
 
