@@ -8,6 +8,7 @@ use std::path::Path;
 use nextdet_datasets::coco::{decode_rle_string, rle_to_bitmap, CocoDataset, CocoOptions};
 use nextdet_datasets::shapes::{
     ensure_classification, ensure_detection, make_classification, make_detection, ShapesError, CATEGORIES,
+    CLASSIFICATION_MARKER, CLASSIFICATION_VERSION,
 };
 use nextdet_datasets::{Bitmap, ImageFolder};
 use serde_json::Value;
@@ -159,8 +160,10 @@ fn classification_set_is_an_image_folder() {
     assert_eq!(train.len(), 15);
     for i in 0..train.len() {
         let (img, _) = train.load(i).unwrap().unwrap();
-        assert!((64..=96).contains(&img.width()) && (64..=96).contains(&img.height()));
+        assert!((64..=96).contains(&img.width()) && img.width() == img.height());
     }
+    let marker = std::fs::read_to_string(tmp.path().join(CLASSIFICATION_MARKER)).unwrap();
+    assert_eq!(marker.trim_end(), CLASSIFICATION_VERSION);
     assert_eq!(ImageFolder::open(tmp.path().join("val")).unwrap().len(), 10);
 }
 
@@ -175,6 +178,8 @@ fn ensure_generates_once_and_refuses_foreign_folders() {
     let cls = tmp.path().join("shapes_cls");
     assert!(ensure_classification(&cls).unwrap());
     assert!(!ensure_classification(&cls).unwrap());
+    let n_train = ImageFolder::open(cls.join("train")).unwrap().len();
+    assert_eq!(n_train, CATEGORIES.len() * nextdet_datasets::shapes::DEFAULT_CLASSIFICATION_TRAIN_PER_CLASS);
     // Nothing half-written is left next to them.
     let names: Vec<String> =
         std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -186,4 +191,22 @@ fn ensure_generates_once_and_refuses_foreign_folders() {
     let err = ensure_detection(&foreign).unwrap_err();
     assert!(matches!(err, ShapesError::Incomplete { .. }) && err.to_string().contains("foreign"), "{err}");
     assert!(foreign.join("notes.txt").exists());
+}
+
+#[test]
+fn ensure_classification_refuses_a_set_from_another_generator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cls = tmp.path().join("shapes_cls");
+    for split in ["train", "val"] {
+        for class in CATEGORIES {
+            std::fs::create_dir_all(cls.join(split).join(class)).unwrap();
+        }
+    }
+    // As an earlier generator left it: complete folders, no marker.
+    let err = ensure_classification(&cls).unwrap_err();
+    assert!(matches!(err, ShapesError::Incomplete { .. }) && err.to_string().contains(CLASSIFICATION_MARKER), "{err}");
+    std::fs::write(cls.join(CLASSIFICATION_MARKER), "nextdet shapes classification v1\n").unwrap();
+    assert!(ensure_classification(&cls).is_err());
+    std::fs::write(cls.join(CLASSIFICATION_MARKER), format!("{CLASSIFICATION_VERSION}\n")).unwrap();
+    assert!(!ensure_classification(&cls).unwrap());
 }
