@@ -165,9 +165,7 @@ impl ResNet {
     /// Outputs of layer1..layer4, NCHW.
     fn stages(&self, images: &Tensor) -> Result<Vec<Tensor>> {
         let x = self.stem.forward(images)?.relu()?;
-        // Max pool 3x3, stride 2, padding 1. The input is post-ReLU (>= 0), so zero padding
-        // selects the same maxima as PyTorch's implicit -inf padding.
-        let mut x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        let mut x = nextdet_ops::max_pool_3x3_stride2_nonnegative(&x)?;
         let mut outs = Vec::with_capacity(4);
         for stage in &self.layers {
             for block in stage {

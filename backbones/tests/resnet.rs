@@ -96,3 +96,17 @@ fn frozen_stages_are_not_trainable() {
     assert!(trainable.iter().any(|n| n.starts_with("layer2.0.conv1")));
     assert!(!trainable.iter().any(|n| n.contains("running_")));
 }
+
+#[test]
+fn a_trainable_stem_gets_gradients_through_the_max_pool() {
+    let cfg = BackboneConfig::ResNet(ResNetConfig { depth: 50, out_indices: vec![0, 1, 2, 3], frozen_stages: -1 });
+    let store = ParamStore::new(&Device::Cpu, 0);
+    let backbone = build_backbone(&cfg, &store.root(), 0).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 37, 45), &Device::Cpu).unwrap();
+    let feats = backbone.forward(&x, true).unwrap();
+    let loss = feats.iter().map(|f| f.sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    let trainable: HashMap<String, candle_core::Var> = store.trainable().into_iter().collect();
+    let g = grads.get(trainable["conv1.weight"].as_tensor()).expect("the stem convolution gets a gradient");
+    assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+}

@@ -46,3 +46,5 @@ pub mod conv2d;
 pub mod gelu_linear;
 pub mod nn;
 pub use gelu_linear::{gelu_linear, gelu_linear_chunked};
+pub mod max_pool;
+pub use max_pool::max_pool_3x3_stride2_nonnegative;
