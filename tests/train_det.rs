@@ -147,3 +147,20 @@ fn train_resume_test_and_infer_a_tiny_mask_rcnn() {
         serde_json::from_str(&std::fs::read_to_string(drawn.join("000001.json")).unwrap()).unwrap();
     assert!(listed["detections"].is_array(), "{listed}");
 }
+
+#[test]
+fn a_missing_load_from_is_one_error_naming_the_key_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = nextdet(&[
+        "train",
+        "configs/shapes/mask_rcnn_convnext_atto_shapes.yaml",
+        "--work-dir",
+        tmp.path().join("w").to_str().unwrap(),
+        "--cfg-options",
+        "load_from=/nonexistent/cls.safetensors",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("load_from: /nonexistent/cls.safetensors") && err.contains("--cfg-options"), "{err}");
+    assert!(err.contains("load_from=null") && !err.contains("panicked"), "{err}");
+}

@@ -97,12 +97,22 @@ impl TrainTask for DetTask {
 pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<()> {
     let sections = EngineSections::from_config(cfg, opts.seed)?;
     let seed = sections.runner.seed;
+    // Checked before the model is built, so a missing file fails fast.
+    let from_config = cfg.section::<Option<PathBuf>>("load_from")?;
+    if let (None, Some(path)) = (&opts.load_from, &from_config) {
+        anyhow::ensure!(
+            path.is_file(),
+            "{}: `load_from: {}` does not exist; train the model that writes it first (the shapes configs name \
+             the command in their header), or start from scratch with --cfg-options load_from=null",
+            cfg.origin("load_from").map_or_else(|| "the config".to_string(), |o| o.to_string()),
+            path.display()
+        );
+    }
     let model_cfg: ModelConfig = cfg.section("model")?;
     let Model::Detector(model) = build_model(&model_cfg, &Device::Cpu, seed).context("building the model")? else {
         anyhow::bail!("train_det needs a detector config");
     };
-    let load_from = opts.load_from.clone().or(cfg.section::<Option<PathBuf>>("load_from")?);
-    if let Some(path) = &load_from {
+    if let Some(path) = opts.load_from.as_ref().or(from_config.as_ref()) {
         load_initial_weights(model.params(), path)?;
     }
     let data: DetDataConfig = cfg.section("data")?;
