@@ -218,7 +218,7 @@ impl SendPtr {
 /// Every element addressed by the sizes and strides must lie inside a live allocation, and
 /// `dst` must not overlap `lhs` or `rhs` nor be written by anyone else meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(crate) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     (dst_rs, dst_cs): (usize, usize),

@@ -13,6 +13,7 @@
 //! Chunks run in order and the bias gradient is summed in fixed per-task partials, so the
 //! result does not depend on the thread count.
 
+use crate::conv2d::matmul;
 use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
 use crate::gelu::{gelu_rows, normal_cdf_pdf};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -97,62 +98,6 @@ multiversion! {
     }
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` with the `gemm` crate on rayon's pool,
-/// every matrix given by a pointer and (row stride, column stride).
-///
-/// # Safety
-/// Every element addressed by the sizes and strides must lie inside a live allocation, `dst`
-/// must not overlap `lhs` or `rhs`, and nobody else may touch `dst` meanwhile. With
-/// `accumulate == false` every element of `dst` is written and none is read.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_rs, dst_cs): (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.add(i * dst_rs + j * dst_cs) = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
-}
-
 /// The forward: `h [rows, k]`, `b [k]`, `w [n, k]` to `y [rows, n]`.
 fn forward(h: &[f32], b: &[f32], w: &[f32], (rows, k, n): (usize, usize, usize), chunking: Chunking) -> Vec<f32> {
     let mut out = Vec::<f32>::with_capacity(rows * n);
@@ -170,7 +115,7 @@ fn forward(h: &[f32], b: &[f32], w: &[f32], (rows, k, n): (usize, usize, usize),
         // SAFETY: y rows r0..r0+r ([r, n], row stride n) lie inside `out`'s capacity and are
         // written only here; a is [r, k] row-major; w^T is read from the [n, k] weight.
         unsafe {
-            matmul((r, n, k), out.as_mut_ptr().add(r0 * n), (n, 1), false, a.as_ptr(), (k, 1), w.as_ptr(), (1, k))
+            matmul((r, n, k), out.as_mut_ptr().add(r0 * n), (n, 1), false, a.as_ptr(), (k, 1), w.as_ptr(), (1, k), true)
         };
     }
     // SAFETY: the chunks cover rows 0..rows and each multiply wrote all of its rows.
@@ -199,7 +144,7 @@ fn backward(
         let gy = &gy[r0 * n..(r0 + r) * n];
         // SAFETY: dA [r, k] = dY [r, n] · W [n, k], all row-major inside their slices; dh is
         // borrowed mutably here, so nothing else touches it.
-        unsafe { matmul((r, k, n), dh.as_mut_ptr(), (k, 1), false, gy.as_ptr(), (n, 1), w.as_ptr(), (k, 1)) };
+        unsafe { matmul((r, k, n), dh.as_mut_ptr(), (k, 1), false, gy.as_ptr(), (n, 1), w.as_ptr(), (k, 1), true) };
         if k == 0 {
             continue;
         }
@@ -216,7 +161,7 @@ fn backward(
         db.iter_mut().zip(sum_partials(partials, k)).for_each(|(d, p)| *d += p);
         // SAFETY: dW [n, k] += dYᵀ [n, r] (read from the row-major [r, n] chunk of dY with
         // strides (1, n)) · A [r, k]; all inside their slices, dw borrowed mutably here.
-        unsafe { matmul((n, k, r), dw.as_mut_ptr(), (k, 1), true, gy.as_ptr(), (1, n), a.as_ptr(), (k, 1)) };
+        unsafe { matmul((n, k, r), dw.as_mut_ptr(), (k, 1), true, gy.as_ptr(), (1, n), a.as_ptr(), (k, 1), true) };
     }
     packed
 }
