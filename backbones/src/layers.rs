@@ -3,8 +3,8 @@
 
 use candle_core::{Result, Tensor};
 use nextdet_ops::{
-    depthwise_conv2d_layer_norm_nhwc, drop_path, gelu_linear, layer_norm, layer_scale_residual, linear_no_bias, Init,
-    Scope,
+    depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm, layer_scale_drop_path_residual,
+    linear_no_bias, Init, Scope,
 };
 use rand::rngs::StdRng;
 use std::sync::Mutex;
@@ -126,16 +126,13 @@ impl Block {
         let y = self.norm.after_depthwise_conv(x, &self.dw_weight, &self.dw_bias)?;
         // GELU and the second linear in one op, so the widest activation is not kept for backward.
         let y = gelu_linear(&self.pwconv1.matmul(&y)?, self.pwconv1.bias(), self.pwconv2.weight())?;
-        if train && self.drop_path > 0.0 {
-            let branch = y.broadcast_add(self.pwconv2.bias())?;
-            let branch = match &self.gamma {
-                Some(g) => branch.broadcast_mul(g)?,
-                None => branch,
-            };
+        let sample_scales = if train && self.drop_path > 0.0 {
             let mut rng = self.rng.lock().expect("drop-path rng");
-            return x + drop_path(&branch, self.drop_path, true, &mut *rng)?;
-        }
-        layer_scale_residual(&y, self.pwconv2.bias(), self.gamma.as_ref(), x)
+            Some(drop_path_scales(x.dim(0)?, self.drop_path, &mut *rng))
+        } else {
+            None
+        };
+        layer_scale_drop_path_residual(&y, self.pwconv2.bias(), self.gamma.as_ref(), x, sample_scales)
     }
 }
 

@@ -202,8 +202,8 @@ impl CocoEvaluator {
     }
 
     /// Writes `<prefix>.bbox.json`, and `<prefix>.segm.json` when masks are evaluated, as
-    /// mmdetection's `format_results(results, jsonfile_prefix)` does, and returns the files
-    /// written.
+    /// mmdetection's `format_results(results, jsonfile_prefix)` does (creating the prefix's folder
+    /// when missing), and returns the files written.
     ///
     /// # Errors
     ///
@@ -219,6 +219,9 @@ impl CocoEvaluator {
             name.push(format!(".{kind}.json"));
             let path = PathBuf::from(name);
             let write = || -> std::io::Result<()> {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
                 let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
                 serde_json::to_writer(&mut file, &self.results_json(kind))?;
                 file.flush()

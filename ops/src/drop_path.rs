@@ -13,9 +13,16 @@ pub fn drop_path(x: &Tensor, p: f64, training: bool, rng: &mut impl Rng) -> Resu
     if !training || p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep = 1.0 - p;
-    let scales = (0..x.dim(0)?).map(|_| if rng.gen::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+    let scales = drop_path_scales(x.dim(0)?, p, rng);
     x.contiguous()?.apply_op1(SampleScale { scales })
+}
+
+/// The per-sample factors of one stochastic-depth draw: 0 for a dropped sample (probability
+/// `p`), `1 / (1 - p)` for a kept one. One uniform draw per sample, in order, so a seeded run
+/// draws the same masks whichever op applies them.
+pub fn drop_path_scales(samples: usize, p: f64, rng: &mut impl Rng) -> Vec<f32> {
+    let keep = 1.0 - p;
+    (0..samples).map(|_| if rng.gen::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect()
 }
 
 /// Multiplies sample `n` (a slice along dimension 0) by `scales[n]`; linear, so its backward

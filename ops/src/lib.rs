@@ -19,12 +19,12 @@ pub mod params;
 pub mod residual;
 
 pub use depthwise_conv::{depthwise_conv2d_layer_norm_nhwc, depthwise_conv2d_nchw, depthwise_conv2d_nhwc};
-pub use drop_path::drop_path;
+pub use drop_path::{drop_path, drop_path_scales};
 pub use gelu::bias_gelu;
 pub use layer_norm::{layer_norm, layer_norm_channels_first};
 pub use linear::linear_no_bias;
 pub use params::{Init, LoadReport, ParamStore, Scope};
-pub use residual::layer_scale_residual;
+pub use residual::{layer_scale_drop_path_residual, layer_scale_residual};
 pub mod mask_paste;
 pub mod resample;
 pub mod roi_align;

@@ -56,6 +56,52 @@ fn layer_scale_residual_matches_plain_ops_and_gradients() {
     }
 }
 
+/// The fused stochastic-depth residual against the plain ops with the same per-sample scales.
+/// 700 positions per sample, so the kernel's row chunks (2048 rows at 16 channels) straddle
+/// sample boundaries.
+#[test]
+fn layer_scale_drop_path_residual_matches_plain_ops_and_gradients() {
+    let dims = [6, 700, 16];
+    let y = Var::from_tensor(&randn(&dims, 14)).unwrap();
+    let s = Var::from_tensor(&randn(&dims, 15)).unwrap();
+    let b = Var::from_tensor(&randn(&[16], 16)).unwrap();
+    let g = Var::from_tensor(&randn(&[16], 17)).unwrap();
+    let gy = randn(&dims, 18);
+    let scales = vec![1.25f32, 0.0, 1.25, 1.25, 0.0, 1.25];
+    let fused = nextdet_ops::layer_scale_drop_path_residual(
+        y.as_tensor(),
+        b.as_tensor(),
+        Some(g.as_tensor()),
+        s.as_tensor(),
+        Some(scales.clone()),
+    )
+    .unwrap();
+    let per_sample = Tensor::from_vec(scales, (6, 1, 1), &Device::Cpu).unwrap();
+    let branch = y.as_tensor().broadcast_add(b.as_tensor()).unwrap().broadcast_mul(g.as_tensor()).unwrap();
+    let plain = (branch.broadcast_mul(&per_sample).unwrap() + s.as_tensor()).unwrap();
+    assert!(max_diff(&fused, &plain) < 1e-5);
+    let gf = (&fused * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gp = (&plain * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&y, &s, &b, &g] {
+        let (a, p) = (gf.get(v).expect("fused grad"), gp.get(v).expect("plain grad"));
+        let scale = p.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+        let d = max_diff(a, p);
+        assert!(d < 1e-4 * scale, "gradient diff {d} (scale {scale})");
+    }
+    // A dropped sample passes the shortcut through unchanged and gives its branch no gradient.
+    let dropped = fused.get(1).unwrap();
+    assert_eq!(max_diff(&dropped, &s.as_tensor().get(1).unwrap()), 0.0);
+    assert_eq!(gf.get(&y).unwrap().get(4).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    let wrong = nextdet_ops::layer_scale_drop_path_residual(
+        y.as_tensor(),
+        b.as_tensor(),
+        Some(g.as_tensor()),
+        s.as_tensor(),
+        Some(vec![1.0; 5]),
+    );
+    assert!(wrong.is_err(), "five scales for six samples must be refused");
+}
+
 #[test]
 fn drop_path_is_identity_in_eval_and_per_sample_in_training() {
     let x = (randn(&[64, 4, 3], 9).abs().unwrap() + 1.0).unwrap();
