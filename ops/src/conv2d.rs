@@ -14,6 +14,7 @@
 //! larger strides a col2im of `Wᵀ · dY` per image.
 
 use crate::cpu::{as_f32, sum_partials};
+use crate::gemm::{matmul, SendPtr};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -194,77 +195,6 @@ fn im2col(x: &[f32], g: &Geom, chunk: Chunk, col: &mut Vec<f32>) {
             }
         }
     }
-}
-
-/// A pointer that may cross threads; every use writes a region no other task touches.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand disjoint output regions to rayon tasks (see each use).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, every matrix given by a pointer and
-/// (row stride, column stride).
-///
-/// # Safety
-/// Every element addressed by the sizes and strides must lie inside a live allocation, and
-/// `dst` must not overlap `lhs` or `rhs` nor be written by anyone else meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_rs, dst_cs): (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    parallel: bool,
-) {
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.add(i * dst_rs + j * dst_cs) = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if parallel && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
 }
 
 /// The forward convolution: `weight` is `[Cout, Cin*k*k]` row-major; returns `[N, Cout, H', W']`.

@@ -13,9 +13,9 @@
 //! Chunks run in order and the bias gradient is summed in fixed per-task partials, so the
 //! result does not depend on the thread count.
 
-use crate::conv2d::matmul;
 use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
 use crate::gelu::{gelu_rows, normal_cdf_pdf};
+use crate::gemm::matmul;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 

@@ -13,6 +13,7 @@ mod cpu;
 pub mod depthwise_conv;
 pub mod drop_path;
 pub mod gelu;
+mod gemm;
 pub mod layer_norm;
 pub mod linear;
 pub mod params;

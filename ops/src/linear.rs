@@ -1,5 +1,5 @@
-//! `x @ weight^T` for the pointwise layers, written by the matrix multiply straight into a fresh
-//! buffer.
+//! `x @ weight^T` for the pointwise layers, and its two gradients, each written by the matrix
+//! multiply straight into a fresh buffer.
 //!
 //! candle's matmul zero-fills its output before the multiply overwrites it, one extra pass over
 //! the largest tensors of a ConvNeXt block (`[N*H*W, 4C]`); here the multiply (the same `gemm`
@@ -7,6 +7,7 @@
 //! exposed once every element is written.
 
 use crate::cpu::as_f32;
+use crate::gemm::matmul;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// `x: [..., K]` times `weight: [N, K]` transposed, giving `[..., N]` (PyTorch's `F.linear`
@@ -37,37 +38,12 @@ impl CustomOp2 for LinearNoBias {
         let (m, k) = l1.shape().dims2()?;
         let (n, _) = l2.shape().dims2()?;
         let mut out = Vec::<f32>::with_capacity(m * n);
-        if m * n > 0 {
-            let threads = rayon::current_num_threads();
-            let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-            // SAFETY: `out` has capacity m * n; gemm writes every element of the m x n row-major
-            // destination (dst_rs = n, dst_cs = 1) and, with read_dst = false, reads none of it.
-            // x is m x k row-major (lhs_rs = k, lhs_cs = 1); weight^T is read from the n x k
-            // row-major weight (rhs_rs = 1, rhs_cs = k). Both slices hold exactly those elements.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-                out.set_len(m * n);
-            }
+        // SAFETY: `out` has capacity m * n and the multiply writes every element of the m x n
+        // row-major destination without reading it; x is m x k row-major and weight^T is read
+        // from the n x k row-major weight with strides (1, k).
+        unsafe {
+            matmul((m, n, k), out.as_mut_ptr(), (n, 1), false, x.as_ptr(), (k, 1), w.as_ptr(), (1, k), true);
+            out.set_len(m * n);
         }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
@@ -79,8 +55,55 @@ impl CustomOp2 for LinearNoBias {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = grad.matmul(weight)?;
-        let dw = grad.t()?.matmul(x)?;
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(weight, &LinearGrad::Input)?;
+        let dw = grad.apply_op2_no_bwd(x, &LinearGrad::Weight)?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Backward ops, `grad [M, N]` with the other forward argument: `Input` takes the weight
+/// `[N, K]` and gives `dX = grad · W [M, K]`; `Weight` takes `x [M, K]` and gives
+/// `dW = gradᵀ · x [N, K]` (a long reduction over the M rows, which the multiply splits
+/// across threads). Written into fresh buffers, as the forward.
+enum LinearGrad {
+    Input,
+    Weight,
+}
+
+impl CustomOp2 for LinearGrad {
+    fn name(&self) -> &'static str {
+        match self {
+            LinearGrad::Input => "linear-grad-input",
+            LinearGrad::Weight => "linear-grad-weight",
+        }
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = as_f32(self.name(), s1, l1)?;
+        let other = as_f32(self.name(), s2, l2)?;
+        let (m, n) = l1.shape().dims2()?;
+        let (rows, k) = l2.shape().dims2()?;
+        let (out_rows, shape) = match self {
+            LinearGrad::Input if rows == n => (m, Shape::from((m, k))),
+            LinearGrad::Weight if rows == m => (n, Shape::from((n, k))),
+            _ => bail!("{}: grad {:?} does not fit {:?}", self.name(), l1.dims(), l2.dims()),
+        };
+        let mut out = Vec::<f32>::with_capacity(out_rows * k);
+        // SAFETY: `out` has capacity out_rows * k and the multiply writes all of it without
+        // reading it. Input: [m, n] · [n, k], both row-major. Weight: gradᵀ is read from the
+        // row-major [m, n] grad with strides (1, n), times the row-major [m, k] x.
+        unsafe {
+            match self {
+                LinearGrad::Input => {
+                    matmul((m, k, n), out.as_mut_ptr(), (k, 1), false, g.as_ptr(), (n, 1), other.as_ptr(), (k, 1), true)
+                }
+                LinearGrad::Weight => {
+                    matmul((n, k, m), out.as_mut_ptr(), (k, 1), false, g.as_ptr(), (1, n), other.as_ptr(), (k, 1), true)
+                }
+            }
+            out.set_len(out_rows * k);
+        }
+        Ok((CpuStorage::F32(out), shape))
     }
 }
