@@ -3,24 +3,9 @@
 //! weight conversion, the benchmark, COCO evaluation against pycocotools
 //! (`tests/reference/make_coco_eval_fixtures.py`), and clear refusals.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nextdet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextdet")).args(args).current_dir(root()).output().expect("run nextdet")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{nextdet, root, stderr, stdout};
 
 const TINY: &str = "tests/configs/convnext_tiny_reduced.yaml";
 const CKPT: &str = "tests/fixtures/checkpoints/convnext_tiny_official.pth";

@@ -4,25 +4,10 @@
 //! to a third epoch; `nextdet test` evaluates the result. Also: every shipped ImageNet training
 //! config is read through its typed sections before any model is built.
 
+mod common;
+
+use common::{metrics, nextdet_on_two_threads as nextdet, root, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nextdet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextdet"))
-        .args(args)
-        .args(["--threads", "2"])
-        .current_dir(root())
-        .output()
-        .expect("run nextdet")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn write_config(dir: &Path, data: &Path, max_epochs: usize, batch: usize) -> PathBuf {
     let text = format!(
@@ -40,14 +25,6 @@ fn write_config(dir: &Path, data: &Path, max_epochs: usize, batch: usize) -> Pat
     let path = dir.join("tiny_cls.yaml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn metrics(work: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(work.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

@@ -4,25 +4,10 @@
 //! --eval bbox segm --out` agreeing with the last evaluation and writing COCO results files, and
 //! `nextdet infer` writing a drawing and the detections of an image.
 
+mod common;
+
+use common::{metrics, nextdet_on_two_threads as nextdet, root, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nextdet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextdet"))
-        .args(args)
-        .args(["--threads", "2"])
-        .current_dir(root())
-        .output()
-        .expect("run nextdet")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The tiny Mask R-CNN of the parity fixtures (5 classes here) on the shapes set at `data`.
 fn write_config(dir: &Path, data: &Path, max_epochs: usize) -> PathBuf {
@@ -50,14 +35,6 @@ fn write_config(dir: &Path, data: &Path, max_epochs: usize) -> PathBuf {
     let path = dir.join("tiny_det.yaml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn metrics(work: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(work.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn in_unit_range(v: &serde_json::Value) -> bool {

@@ -170,7 +170,12 @@ fn write_results_writes_mmdet_files() {
         let got: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(got, want["results"][iou_type.as_str()], "{}", path.display());
     }
-    let err = filled().write_results(&dir.path().join("no_such_dir/results")).unwrap_err();
+    // A missing folder is created (as `nextdet test --out new_dir/results.json` expects)...
+    let nested = filled().write_results(&dir.path().join("new_dir/results")).unwrap();
+    assert!(nested.iter().all(|(_, p)| p.is_file()), "{nested:?}");
+    // ...and a folder that cannot be (a file is in the way) is one error naming the file.
+    std::fs::write(dir.path().join("a_file"), b"x").unwrap();
+    let err = filled().write_results(&dir.path().join("a_file/results")).unwrap_err();
     assert!(matches!(err, EvalError::Write { .. }), "{err:?}");
     assert!(err.to_string().contains("results.bbox.json"), "{err}");
 }

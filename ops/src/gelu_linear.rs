@@ -132,19 +132,31 @@ fn backward(
     (rows, k, n): (usize, usize, usize),
     chunking: Chunking,
 ) -> Vec<f32> {
-    let mut packed = vec![0f32; rows * k + k + n * k];
-    let (dh, rest) = packed.split_at_mut(rows * k);
-    let (db, dw) = rest.split_at_mut(k);
+    // dH, the largest buffer, is written chunk by chunk by the multiply before anything reads it,
+    // so only db and dW start as zeros (no zero-fill pass over dH).
+    let total = rows * k + k + n * k;
+    let mut packed = Vec::<f32>::with_capacity(total);
+    let base = packed.as_mut_ptr();
+    // SAFETY: db and dW are the last k + n*k elements of the capacity; zero bits are 0.0f32.
+    let (db, dw) = unsafe {
+        std::ptr::write_bytes(base.add(rows * k), 0, k + n * k);
+        std::slice::from_raw_parts_mut(base.add(rows * k), k + n * k).split_at_mut(k)
+    };
     let step = chunking.rows(rows, k);
     let mut scratch = vec![0f32; step.min(rows) * k];
     let task = rows_per_task(k, TASK_FLOATS) * k;
     for r0 in (0..rows).step_by(step) {
         let r = step.min(rows - r0);
-        let (a, dh) = (&mut scratch[..r * k], &mut dh[r0 * k..(r0 + r) * k]);
         let gy = &gy[r0 * n..(r0 + r) * n];
-        // SAFETY: dA [r, k] = dY [r, n] · W [n, k], all row-major inside their slices; dh is
-        // borrowed mutably here, so nothing else touches it.
-        unsafe { matmul((r, k, n), dh.as_mut_ptr(), (k, 1), false, gy.as_ptr(), (n, 1), w.as_ptr(), (k, 1), true) };
+        // SAFETY: dA [r, k] = dY [r, n] · W [n, k], all row-major; the chunk's rows of dH lie in
+        // the capacity before db, are written in full by the multiply (which reads none of
+        // them) and only then borrowed, by this iteration alone.
+        let dh = unsafe {
+            let dh = base.add(r0 * k);
+            matmul((r, k, n), dh, (k, 1), false, gy.as_ptr(), (n, 1), w.as_ptr(), (k, 1), true);
+            std::slice::from_raw_parts_mut(dh, r * k)
+        };
+        let a = &mut scratch[..r * k];
         if k == 0 {
             continue;
         }
@@ -163,6 +175,8 @@ fn backward(
         // strides (1, n)) · A [r, k]; all inside their slices, dw borrowed mutably here.
         unsafe { matmul((n, k, r), dw.as_mut_ptr(), (k, 1), true, gy.as_ptr(), (1, n), a.as_ptr(), (k, 1), true) };
     }
+    // SAFETY: the chunks wrote all rows of dH; db and dW were zeroed above and accumulated.
+    unsafe { packed.set_len(total) };
     packed
 }
 

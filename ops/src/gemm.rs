@@ -39,23 +39,8 @@ pub(crate) unsafe fn matmul(
         return;
     }
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    gemm_raw((m, n, k), dst, (dst_rs, dst_cs), accumulate, lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs), threads);
-}
-
-/// One `gemm` call on `threads` threads (the `gemm` crate's argument order: column stride first).
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_rs, dst_cs): (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    threads: usize,
-) {
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // The gemm crate takes each matrix's column stride before its row stride.
     gemm::gemm(
         m,
         n,

@@ -92,22 +92,29 @@ impl CustomOp3 for LayerScaleResidual {
         let sc = as_f32(self.name(), s3, l3)?;
         let d = bg.len() / 2;
         let (b, g) = bg.split_at(d);
-        let mut out = vec![0f32; y.len()];
+        let mut out = Vec::<f32>::with_capacity(y.len());
         let rows = rows_per_task(d, 1 << 15);
-        out.par_chunks_mut(d * rows).zip(y.par_chunks(d * rows)).zip(sc.par_chunks(d * rows)).enumerate().for_each(
-            |(task, ((o, yi), si))| {
+        out.spare_capacity_mut()[..y.len()]
+            .par_chunks_mut(d * rows)
+            .zip(y.par_chunks(d * rows))
+            .zip(sc.par_chunks(d * rows))
+            .enumerate()
+            .for_each(|(task, ((o, yi), si))| {
                 for (r, ((or, yr), sr)) in o.chunks_mut(d).zip(yi.chunks(d)).zip(si.chunks(d)).enumerate() {
                     let s = self.scales.of_row(task * rows + r);
                     if s == 0.0 {
-                        or.copy_from_slice(sr);
+                        or.iter_mut().zip(sr).for_each(|(o, &v)| {
+                            o.write(v);
+                        });
                         continue;
                     }
                     for i in 0..d {
-                        or[i] = sr[i] + s * g[i] * (yr[i] + b[i]);
+                        or[i].write(sr[i] + s * g[i] * (yr[i] + b[i]));
                     }
                 }
-            },
-        );
+            });
+        // SAFETY: the chunks cover all y.len() elements and every one was written above.
+        unsafe { out.set_len(y.len()) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -152,8 +159,8 @@ impl CustomOp3 for LayerScaleResidualGrad {
         let gy = as_f32(self.name(), s3, l3)?;
         let d = bg.len() / 2;
         let (b, g) = bg.split_at(d);
-        let mut packed = vec![0f32; y.len() + 2 * d];
-        let (dy, dbg) = packed.split_at_mut(y.len());
+        let mut packed = Vec::<f32>::with_capacity(y.len() + 2 * d);
+        let (dy, dbg) = packed.spare_capacity_mut()[..y.len() + 2 * d].split_at_mut(y.len());
         let rows = rows_per_task(d, 1 << 15);
         let partials: Vec<Vec<f32>> = dy
             .par_chunks_mut(d * rows)
@@ -165,20 +172,27 @@ impl CustomOp3 for LayerScaleResidualGrad {
                 for (r, ((dr, yr), gr)) in dyo.chunks_mut(d).zip(yi.chunks(d)).zip(gi.chunks(d)).enumerate() {
                     let s = self.scales.of_row(task * rows + r);
                     if s == 0.0 {
-                        dr.fill(0.0);
+                        dr.iter_mut().for_each(|v| {
+                            v.write(0.0);
+                        });
                         continue;
                     }
                     for i in 0..d {
                         let gs = gr[i] * s;
-                        dr[i] = gs * g[i];
-                        acc[i] += dr[i];
+                        let v = gs * g[i];
+                        dr[i].write(v);
+                        acc[i] += v;
                         acc[d + i] += gs * (yr[i] + b[i]);
                     }
                 }
                 acc
             })
             .collect();
-        dbg.copy_from_slice(&sum_partials(partials, 2 * d));
+        for (o, v) in dbg.iter_mut().zip(sum_partials(partials, 2 * d)) {
+            o.write(v);
+        }
+        // SAFETY: every element of dy and of [dbias; dgamma] was written above.
+        unsafe { packed.set_len(y.len() + 2 * d) };
         let len = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(len)))
     }
