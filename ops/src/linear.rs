@@ -64,8 +64,8 @@ impl CustomOp2 for LinearNoBias {
 
 /// Backward ops, `grad [M, N]` with the other forward argument: `Input` takes the weight
 /// `[N, K]` and gives `dX = grad · W [M, K]`; `Weight` takes `x [M, K]` and gives
-/// `dW = gradᵀ · x [N, K]` (a long reduction over the M rows, which the multiply splits
-/// across threads). Written into fresh buffers, as the forward.
+/// `dW = gradᵀ · x [N, K]` (a reduction over the M rows). Written into fresh buffers, as the
+/// forward.
 enum LinearGrad {
     Input,
     Weight,

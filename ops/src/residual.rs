@@ -38,7 +38,7 @@ pub fn layer_scale_drop_path_residual(
     if bias.dims() != [d] || gamma.dims() != [d] {
         bail!("layer_scale_residual: bias {:?} / gamma {:?} do not fit last dim {d}", bias.dims(), gamma.dims());
     }
-    let samples = if y.rank() == 0 { 1 } else { y.dim(0)? };
+    let samples = y.dim(0)?;
     if let Some(s) = &sample_scales {
         if s.len() != samples {
             bail!("layer_scale_residual: {} sample scales for {samples} samples", s.len());

@@ -5,7 +5,7 @@ use candle_core::Device;
 use nextdet_backbones::weights::{describe, load_checkpoint};
 use nextdet_engine::config::Config;
 use nextdet_models::{build_model, Model, ModelConfig};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Loads a config file with its bases and applies `--cfg-options`.
 pub fn load_config(path: &Path, overrides: &[String]) -> Result<Config> {
@@ -65,6 +65,26 @@ pub fn model_kind(cfg: &Config) -> Result<ModelKind> {
         "MaskRCNN" | "CascadeRCNN" => ModelKind::Detector,
         other => anyhow::bail!("model.type `{other}` is not one of ImageClassifier, MaskRCNN, CascadeRCNN"),
     })
+}
+
+/// The initial weights of a training run: `--load-from` when given, else the config's
+/// `load_from`. A config path that does not exist is an error naming where it was set and how
+/// to start from scratch, raised before the model is built so a missing file fails fast.
+pub fn initial_weights_path(cfg: &Config, cli: Option<&Path>) -> Result<Option<PathBuf>> {
+    if let Some(path) = cli {
+        return Ok(Some(path.to_path_buf()));
+    }
+    let from_config = cfg.section::<Option<PathBuf>>("load_from")?;
+    if let Some(path) = &from_config {
+        anyhow::ensure!(
+            path.is_file(),
+            "{}: `load_from: {}` does not exist; train the model that writes it first (the shapes configs name \
+             the command in their header), or start from scratch with --cfg-options load_from=null",
+            cfg.origin("load_from").map_or_else(|| "the config".to_string(), |o| o.to_string()),
+            path.display()
+        );
+    }
+    Ok(from_config)
 }
 
 /// Loads initial weights for a fine-tune or a pretrained backbone (`--load-from`, `load_from`):

@@ -29,7 +29,7 @@
 //!   test: {type: ImageFolder, root: ..., batch_size: 16, transform: {input_size: 224}}
 //! ```
 
-use crate::common::load_initial_weights;
+use crate::common::{initial_weights_path, load_initial_weights};
 use crate::train::{fit, EngineSections, TrainOptions};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -378,10 +378,7 @@ pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<()> {
         }
         None => None,
     };
-    let load_from = match &opts.load_from {
-        Some(p) => Some(p.clone()),
-        None => cfg.section::<Option<PathBuf>>("load_from")?,
-    };
+    let load_from = initial_weights_path(cfg, opts.load_from.as_deref())?;
     let folder = open_split(&train.root, "train", num_classes)?;
     if folder.len() < train.batch_size {
         bail!(

@@ -1,7 +1,7 @@
 //! `nextdet train` for detectors: the COCO loader feeds `TwoStageDetector::forward_train`, and
 //! every `runner.eval_interval` epochs the val split is evaluated with COCO box (and mask) AP.
 
-use crate::common::load_initial_weights;
+use crate::common::{initial_weights_path, load_initial_weights};
 use crate::detection::{batch_inputs, evaluate, metric_list, predict_split, DetData, DetDataConfig};
 use crate::train::{fit, EngineSections, TrainOptions};
 use anyhow::{Context, Result};
@@ -14,7 +14,6 @@ use nextdet_evaluation::IouType;
 use nextdet_models::{build_model, Model, ModelConfig, TwoStageDetector};
 use nextdet_ops::ParamStore;
 use rand::SeedableRng;
-use std::path::PathBuf;
 
 /// A batch and the seed of its sampling randomness.
 pub struct SeededBatch {
@@ -97,22 +96,12 @@ impl TrainTask for DetTask {
 pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<()> {
     let sections = EngineSections::from_config(cfg, opts.seed)?;
     let seed = sections.runner.seed;
-    // Checked before the model is built, so a missing file fails fast.
-    let from_config = cfg.section::<Option<PathBuf>>("load_from")?;
-    if let (None, Some(path)) = (&opts.load_from, &from_config) {
-        anyhow::ensure!(
-            path.is_file(),
-            "{}: `load_from: {}` does not exist; train the model that writes it first (the shapes configs name \
-             the command in their header), or start from scratch with --cfg-options load_from=null",
-            cfg.origin("load_from").map_or_else(|| "the config".to_string(), |o| o.to_string()),
-            path.display()
-        );
-    }
+    let load_from = initial_weights_path(cfg, opts.load_from.as_deref())?;
     let model_cfg: ModelConfig = cfg.section("model")?;
     let Model::Detector(model) = build_model(&model_cfg, &Device::Cpu, seed).context("building the model")? else {
         anyhow::bail!("train_det needs a detector config");
     };
-    if let Some(path) = opts.load_from.as_ref().or(from_config.as_ref()) {
+    if let Some(path) = &load_from {
         load_initial_weights(model.params(), path)?;
     }
     let data: DetDataConfig = cfg.section("data")?;
