@@ -3,8 +3,8 @@
 
 use candle_core::{Result, Tensor};
 use nextdet_ops::{
-    depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm, layer_scale_drop_path_residual,
-    linear_no_bias, Init, Scope,
+    bias_add, depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm,
+    layer_scale_drop_path_residual, linear_no_bias, Init, Scope,
 };
 use rand::rngs::StdRng;
 use std::sync::Mutex;
@@ -81,7 +81,7 @@ impl PatchConv {
         let out = self.weight.dim(0)?;
         let flat = self.weight.elem_count() / out;
         let y = patches.contiguous()?.reshape((n * ho * wo, flat))?;
-        let y = linear_no_bias(&y, &self.weight.reshape((out, flat))?)?.broadcast_add(&self.bias)?;
+        let y = bias_add(&linear_no_bias(&y, &self.weight.reshape((out, flat))?)?, &self.bias)?;
         y.reshape((n, ho, wo, out))
     }
 }

@@ -7,7 +7,7 @@
 //! the unbiased variance, as PyTorch does). Evaluation mode uses the running statistics.
 
 use candle_core::{bail, DType, Result, Tensor};
-use nextdet_ops::{Init, Scope};
+use nextdet_ops::{batch_norm_train, Init, Scope};
 
 /// `nn.BatchNorm1d` (`[N, C]`) and `nn.BatchNorm2d` (`[N, C, H, W]`) in one type: the
 /// statistics are per channel (dimension 1) over every other dimension.
@@ -72,27 +72,13 @@ impl BatchNorm {
             &[_, ch, _, _] if ch == c => vec![1, c, 1, 1],
             dims => bail!("batch norm over {c} channels: expected [N, {c}] or [N, {c}, H, W], got {dims:?}"),
         };
-        let (mean, var) = if train {
-            let count = x.elem_count() / c;
-            if count < 2 {
-                bail!("batch norm: training needs more than one value per channel, got input {:?}", x.dims());
-            }
-            let reduce = |t: &Tensor| -> Result<Tensor> {
-                let mut s = t.sum_keepdim(0)?;
-                for d in 2..t.rank() {
-                    s = s.sum_keepdim(d)?;
-                }
-                s / count as f64
-            };
-            let mean = reduce(x)?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = reduce(&centered.sqr()?)?;
-            self.update_running(&mean.flatten_all()?.detach(), &var.flatten_all()?.detach(), count)?;
-            (mean, var)
-        } else {
-            (self.running_mean.reshape(shape.as_slice())?, self.running_var.reshape(shape.as_slice())?)
-        };
-        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
+        if train {
+            let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            self.update_running(&stats.mean, &stats.var, stats.count)?;
+            return Ok(y);
+        }
+        let mean = self.running_mean.reshape(shape.as_slice())?;
+        let inv_std = (self.running_var.reshape(shape.as_slice())? + self.eps)?.sqrt()?.recip()?;
         let scale = self.weight.reshape(shape.as_slice())?.broadcast_mul(&inv_std)?;
         x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape.as_slice())?)
     }

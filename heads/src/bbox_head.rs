@@ -17,7 +17,7 @@ use crate::results::{InstanceResult, TestMeta};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use nextdet_ops::nms::{batched_nms_slices, indices_tensor};
 use nextdet_ops::nn::{kaiming_normal_fan_out, xavier_uniform, Conv2d, Linear};
-use nextdet_ops::{BatchedNmsOpts, Boxes, DeltaXywhCoder, Init, Scope};
+use nextdet_ops::{relu, BatchedNmsOpts, Boxes, DeltaXywhCoder, Init, Scope};
 use serde::Deserialize;
 
 /// Which normalization the shared convolutions use (`norm_cfg`); `SyncBN` is batch norm on one
@@ -227,7 +227,7 @@ impl ConvModule {
             Some(bn) => bn.forward(&y, train)?,
             None => y,
         };
-        y.relu()
+        relu(&y)
     }
 }
 
@@ -379,7 +379,7 @@ impl BBoxHead {
         }
         let mut x = x.flatten_from(1)?;
         for fc in &self.shared_fcs {
-            x = fc.forward(&x)?.relu()?;
+            x = relu(&fc.forward(&x)?)?;
         }
         Ok((self.fc_cls.forward(&x)?, self.fc_reg.forward(&x)?))
     }

@@ -11,7 +11,7 @@ use crate::losses::sigmoid_bce_with_logits;
 use candle_core::{bail, DType, Result, Tensor};
 use nextdet_ops::nms::indices_tensor;
 use nextdet_ops::nn::{kaiming_normal_fan_out, Conv2d};
-use nextdet_ops::{paste_masks, BinaryMask, Scope};
+use nextdet_ops::{bias_add, linear_no_bias, paste_masks, relu, BinaryMask, Scope};
 use serde::Deserialize;
 
 /// mmdet's `upsample_cfg`; only `deconv` is supported.
@@ -175,12 +175,12 @@ impl FcnMaskHead {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
-            x = conv.forward(&x)?.relu()?;
+            x = relu(&conv.forward(&x)?)?;
         }
         let (r, _, h, w) = x.dims4()?;
-        let up = deconv2x2_rows(&x, &self.upsample_weight, &self.upsample_bias)?.relu()?;
+        let up = relu(&deconv2x2_rows(&x, &self.upsample_weight, &self.upsample_bias)?)?;
         let (k, c) = (self.logits_weight.dim(0)?, self.logits_weight.dim(1)?);
-        let logits = up.matmul(&self.logits_weight.reshape((k, c))?.t()?)?.broadcast_add(&self.logits_bias)?;
+        let logits = bias_add(&linear_no_bias(&up, &self.logits_weight.reshape((k, c))?)?, &self.logits_bias)?;
         rows_to_nchw(&logits, r, h, w)
     }
 
@@ -257,8 +257,8 @@ pub fn deconv2x2_rows(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tens
         bail!("deconv2x2: input {:?}, weight {:?}, bias {:?}", x.dims(), weight.dims(), bias.dims());
     }
     let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * w, cin))?;
-    let wt = weight.permute((0, 2, 3, 1))?.reshape((cin, 4 * cout))?; // columns (dy, dx, cout)
-    rows.matmul(&wt)?.reshape((n * h * w * 4, cout))?.broadcast_add(bias)
+    let w_rows = weight.permute((2, 3, 1, 0))?.reshape((4 * cout, cin))?; // rows (dy, dx, cout)
+    bias_add(&linear_no_bias(&rows, &w_rows)?.reshape((n * h * w * 4, cout))?, bias)
 }
 
 /// `[N*H*W*2*2, C]` rows in [`deconv2x2_rows`]' order to the `[N, C, 2H, 2W]` map.

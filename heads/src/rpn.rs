@@ -27,7 +27,7 @@ use crate::targets::ImageTargets;
 use candle_core::{bail, DType, Device, Result, Tensor};
 use nextdet_ops::nms::{batched_nms_slices, indices_tensor, top_k};
 use nextdet_ops::nn::Conv2d;
-use nextdet_ops::{AnchorGenerator, BatchedNmsOpts, Boxes, DeltaXywhCoder, Init, Scope};
+use nextdet_ops::{relu, AnchorGenerator, BatchedNmsOpts, Boxes, DeltaXywhCoder, Init, Scope};
 use rand::rngs::StdRng;
 use serde::Deserialize;
 
@@ -195,7 +195,7 @@ impl RpnHead {
         }
         let (mut cls, mut reg) = (Vec::with_capacity(feats.len()), Vec::with_capacity(feats.len()));
         for x in feats {
-            let x = self.rpn_conv.forward(x)?.relu()?;
+            let x = relu(&self.rpn_conv.forward(x)?)?;
             cls.push(self.rpn_cls.forward(&x)?);
             reg.push(self.rpn_reg.forward(&x)?);
         }

@@ -85,6 +85,12 @@ fn batch_norm_train_eval_and_gradient_match_torch() {
         let loss = (&y * get(&t, &format!("{name}_gy"))).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         close(grads.get(&x).unwrap(), get(&t, &format!("{name}_dx")), 1e-5, 1e-4, &format!("{name} input gradient"));
+        for p in ["weight", "bias"] {
+            let key = format!("{name}.{p}");
+            let var = store.trainable().into_iter().find(|(n, _)| *n == key).expect("a trainable parameter").1;
+            let got = grads.get(&var).unwrap_or_else(|| panic!("no gradient for {key}"));
+            close(got, get(&t, &format!("{name}_d{p}")), 1e-5, 1e-4, &format!("{name} {p} gradient"));
+        }
         close(bn.running_mean(), get(&t, &format!("{name}_after.running_mean")), 1e-6, 1e-5, "running mean");
         close(bn.running_var(), get(&t, &format!("{name}_after.running_var")), 1e-6, 1e-5, "running var");
         let tracked = get(&t, &format!("{name}_after.num_batches_tracked")).to_dtype(DType::F32).unwrap();

@@ -9,6 +9,8 @@
 //! depthwise convolution to the residual, so that layer norm, the pointwise linears and the
 //! fused elementwise steps all run over contiguous channel rows.
 
+pub mod batch_norm;
+pub mod bias_relu;
 mod cpu;
 pub mod depthwise_conv;
 pub mod drop_path;
@@ -19,6 +21,8 @@ pub mod linear;
 pub mod params;
 pub mod residual;
 
+pub use batch_norm::{batch_norm_train, BatchStats};
+pub use bias_relu::{bias_add, relu};
 pub use depthwise_conv::{depthwise_conv2d_layer_norm_nhwc, depthwise_conv2d_nchw, depthwise_conv2d_nhwc};
 pub use drop_path::{drop_path, drop_path_scales};
 pub use gelu::bias_gelu;

@@ -86,7 +86,7 @@ impl Linear {
 
     /// `[..., in]` to `[..., out]`: `x @ weight^T + bias`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.matmul(x)?.broadcast_add(&self.bias)
+        crate::bias_add(&self.matmul(x)?, &self.bias)
     }
 
     /// The bias, for callers that fuse it into the next step.

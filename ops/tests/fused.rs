@@ -1,5 +1,7 @@
-//! The fused ConvNeXt steps against the same computation in plain candle ops (whose forward and
-//! backward candle already defines), and DropPath's per-sample semantics.
+//! The fused ConvNeXt steps and the detection heads' bias add, ReLU and training-mode batch norm
+//! against the same computation in plain candle ops (whose forward and backward candle already
+//! defines), and DropPath's per-sample semantics. (Batch norm is also checked against PyTorch in
+//! `heads/tests/roi_heads.rs`.)
 
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
@@ -199,4 +201,83 @@ fn depthwise_conv_of_an_empty_map_is_empty_not_a_panic() {
         let y = nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&x, &w, &b, &b, &b, 1e-6).unwrap();
         assert_eq!(y.dims(), &shape);
     }
+}
+
+/// The gradient of `sum(f(vars) * gy)` with respect to each var.
+fn grads_of(y: &Tensor, gy: &Tensor, vars: &[&Var]) -> Vec<Tensor> {
+    let g = (y * gy).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter().map(|v| g.get(v).expect("a gradient").clone()).collect()
+}
+
+#[test]
+fn bias_add_and_relu_match_candle_forward_and_backward() {
+    // 5000 rows of 7: several rayon tasks, rows not a multiple of the task size.
+    let x = Var::from_tensor(&randn(&[5, 1000, 7], 21)).unwrap();
+    let b = Var::from_tensor(&randn(&[7], 22)).unwrap();
+    let gy = randn(&[5, 1000, 7], 23);
+    let fused = nextdet_ops::relu(&nextdet_ops::bias_add(x.as_tensor(), b.as_tensor()).unwrap()).unwrap();
+    let plain = x.as_tensor().broadcast_add(b.as_tensor()).unwrap().relu().unwrap();
+    assert_eq!(max_diff(&fused, &plain), 0.0);
+    let (gf, gp) = (grads_of(&fused, &gy, &[&x, &b]), grads_of(&plain, &gy, &[&x, &b]));
+    assert_eq!(max_diff(&gf[0], &gp[0]), 0.0, "input gradient");
+    assert!(max_diff(&gf[1], &gp[1]) < 1e-3, "bias gradient {}", max_diff(&gf[1], &gp[1]));
+    // A bias that does not fit is an error; NaN passes through ReLU as in PyTorch.
+    assert!(nextdet_ops::bias_add(x.as_tensor(), &randn(&[6], 1)).is_err());
+    let nan = Tensor::new(&[f32::NAN, -1.0, 2.0], &Device::Cpu).unwrap();
+    let r = nextdet_ops::relu(&nan).unwrap().to_vec1::<f32>().unwrap();
+    assert!(r[0].is_nan() && r[1] == 0.0 && r[2] == 2.0, "{r:?}");
+}
+
+#[test]
+fn bias_gradient_does_not_depend_on_the_thread_count() {
+    let x = Var::from_tensor(&randn(&[20000, 9], 24)).unwrap();
+    let b = Var::from_tensor(&randn(&[9], 25)).unwrap();
+    let gy = randn(&[20000, 9], 26);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let y = nextdet_ops::bias_add(x.as_tensor(), b.as_tensor()).unwrap();
+            grads_of(&y, &gy, &[&b])[0].to_vec1::<f32>().unwrap()
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
+/// Training-mode batch norm in plain candle ops over channel dimension 1.
+fn plain_batch_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+    let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+    let mut shape = vec![1; x.rank()];
+    shape[1] = x.dim(1).unwrap();
+    let mean = x.mean_keepdim(dims.as_slice()).unwrap();
+    let centered = x.broadcast_sub(&mean).unwrap();
+    let var = centered.sqr().unwrap().mean_keepdim(dims.as_slice()).unwrap();
+    let inv = (var + eps).unwrap().sqrt().unwrap().recip().unwrap();
+    let scale = w.reshape(shape.as_slice()).unwrap().broadcast_mul(&inv).unwrap();
+    centered.broadcast_mul(&scale).unwrap().broadcast_add(&b.reshape(shape.as_slice()).unwrap()).unwrap()
+}
+
+#[test]
+fn batch_norm_train_matches_plain_ops_and_gradients() {
+    for shape in [vec![300, 6, 7, 7], vec![41, 6]] {
+        let x = Var::from_tensor(&(randn(&shape, 31) + 0.7).unwrap()).unwrap();
+        let w = Var::from_tensor(&randn(&[6], 32)).unwrap();
+        let b = Var::from_tensor(&randn(&[6], 33)).unwrap();
+        let gy = randn(&shape, 34);
+        let (fused, stats) = nextdet_ops::batch_norm_train(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let plain = plain_batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5);
+        assert!(max_diff(&fused, &plain) < 1e-4, "{shape:?} forward {}", max_diff(&fused, &plain));
+        assert_eq!(stats.count, x.elem_count() / 6);
+        let dims: Vec<usize> = (0..shape.len()).filter(|&d| d != 1).collect();
+        let mean = x.as_tensor().mean_keepdim(dims.as_slice()).unwrap().flatten_all().unwrap();
+        assert!(max_diff(&stats.mean, &mean) < 1e-5);
+        let (gf, gp) = (grads_of(&fused, &gy, &[&x, &w, &b]), grads_of(&plain, &gy, &[&x, &w, &b]));
+        for (name, (f, p)) in ["input", "weight", "bias"].iter().zip(gf.iter().zip(&gp)) {
+            let scale = p.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(max_diff(f, p) <= 1e-4 * scale.max(1.0), "{shape:?} {name} gradient {}", max_diff(f, p));
+        }
+    }
+    // One value per channel cannot be normalized; a weight that does not fit is an error.
+    let one = randn(&[1, 6], 35);
+    assert!(nextdet_ops::batch_norm_train(&one, &randn(&[6], 1), &randn(&[6], 2), 1e-5).is_err());
+    assert!(nextdet_ops::batch_norm_train(&randn(&[4, 6], 3), &randn(&[5], 1), &randn(&[6], 2), 1e-5).is_err());
 }

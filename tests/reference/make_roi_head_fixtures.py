@@ -16,7 +16,8 @@ get_bboxes + multiclass_nms, get_seg_masks' CPU paste, StandardRoIHead and Casca
 
 Writes tests/fixtures/roi_heads/ (deterministic, seed 0):
   cases.json               configs (mmdet-style) and metas of every case
-  bn.safetensors           BatchNorm2d/1d train-mode outputs, running stats, input gradients
+  bn.safetensors           BatchNorm2d/1d train-mode outputs, running stats, input, weight and
+                           bias gradients
   deconv.safetensors       ConvTranspose2d(k2, s2) forward and gradients
   bbox_head.safetensors    Shared2FC head weights (`roi_head.bbox_head.*`), RoI features, rois,
                            logits, deltas, get_bboxes detections
@@ -390,7 +391,8 @@ def main():
         m.train()
         y = m(x)
         (y * gy).sum().backward()
-        bn.update({f"{name}_x": x.detach(), f"{name}_gy": gy, f"{name}_y": y.detach(), f"{name}_dx": x.grad})
+        bn.update({f"{name}_x": x.detach(), f"{name}_gy": gy, f"{name}_y": y.detach(), f"{name}_dx": x.grad,
+                   f"{name}_dweight": m.weight.grad, f"{name}_dbias": m.bias.grad})
         bn.update({f"{name}_after.{k}": v.clone() for k, v in m.state_dict().items()})
         m.eval()
         with torch.no_grad():

@@ -1,0 +1,227 @@
+//! Training-mode batch normalization (`F.batch_norm(training=True)`) as one op with a
+//! hand-written backward.
+//!
+//! Built from candle's broadcast ops it costs about a dozen full-size passes, and the backward
+//! of each broadcast sums over dimensions `N, H, W` with candle's per-element index division on
+//! one thread; the Cascade box heads run it twice per stage on every sampled RoI. Here the
+//! statistics are one pass per channel (in parallel over channels), the output one pass, and
+//! the backward two.
+
+use crate::cpu::as_f32;
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// A batch's per-channel statistics, as PyTorch's training mode uses them.
+#[derive(Clone, Debug)]
+pub struct BatchStats {
+    /// Mean of each channel over `N` and the spatial positions.
+    pub mean: Tensor,
+    /// Biased variance (divided by the count), which normalizes the batch; PyTorch's running
+    /// variance takes the unbiased one (`var * count / (count - 1)`).
+    pub var: Tensor,
+    /// Values per channel (`N * H * W`).
+    pub count: usize,
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` with the batch's own statistics, for
+/// `x: [N, C]` or `[N, C, H, W]` and `weight, bias: [C]`. Returns the output and the statistics
+/// (for the running averages). Differentiable in `x`, `weight` and `bias`, the statistics
+/// included, as PyTorch's training mode is. Needs at least two values per channel.
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    if !(x.rank() == 2 || x.rank() == 4) || weight.dims() != [c] || bias.dims() != [c] {
+        bail!("batch_norm_train: input {:?} with weight {:?} and bias {:?}", x.dims(), weight.dims(), bias.dims());
+    }
+    let spatial: usize = x.dims()[2..].iter().product();
+    let count = n * spatial;
+    if count < 2 {
+        bail!("batch norm: training needs more than one value per channel, got input {:?}", x.dims());
+    }
+    if c == 0 {
+        bail!("batch_norm_train: input {:?} has no channels", x.dims());
+    }
+    let geom = Geom { n, c, spatial };
+    let x = x.contiguous()?;
+    let packed = x.apply_op1_no_bwd(&ChannelStats { geom })?.to_vec1::<f32>()?;
+    let (mean, var) = (packed[..c].to_vec(), packed[c..].to_vec());
+    let inv_std: Vec<f32> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt() as f32).collect();
+    let op = BatchNormTrain { geom, mean: Arc::new(mean.clone()), inv_std: Arc::new(inv_std) };
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let stats =
+        BatchStats { mean: Tensor::from_vec(mean, c, x.device())?, var: Tensor::from_vec(var, c, x.device())?, count };
+    Ok((y, stats))
+}
+
+/// `[N, C, S]` with `S` the spatial positions (1 for `[N, C]`).
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    spatial: usize,
+}
+
+impl Geom {
+    /// The contiguous runs of channel `ch`: one of `spatial` values per sample.
+    fn runs<'a>(&self, data: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+        let (c, s) = (self.c, self.spatial);
+        (0..self.n).map(move |i| &data[(i * c + ch) * s..(i * c + ch + 1) * s])
+    }
+}
+
+/// `x: [N, C, S] -> [mean; C] ++ [biased variance; C]`, two passes per channel (mean, then
+/// squared deviations) accumulated in `f64`, channels in parallel.
+struct ChannelStats {
+    geom: Geom,
+}
+
+impl candle_core::CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s, l)?;
+        let g = self.geom;
+        let count = (g.n * g.spatial) as f64;
+        let stats: Vec<(f32, f32)> = (0..g.c)
+            .into_par_iter()
+            .map(|ch| {
+                let mean = g.runs(x, ch).map(|r| r.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / count;
+                let var = g.runs(x, ch).map(|r| r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum::<f64>()
+                    / count;
+                (mean as f32, var as f32)
+            })
+            .collect();
+        let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+        Ok((CpuStorage::F32([mean, var].concat()), Shape::from(2 * g.c)))
+    }
+}
+
+/// Forward op: `(x, weight, bias) -> y`, the statistics fixed at construction.
+struct BatchNormTrain {
+    geom: Geom,
+    mean: Arc<Vec<f32>>,
+    inv_std: Arc<Vec<f32>>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s1, l1)?;
+        let w = as_f32(self.name(), s2, l2)?;
+        let b = as_f32(self.name(), s3, l3)?;
+        let (c, s) = (self.geom.c, self.geom.spatial);
+        let scale: Vec<f32> = w.iter().zip(self.inv_std.iter()).map(|(w, i)| w * i).collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(c * s).zip(x.par_chunks(c * s)).for_each(|(yo, xi)| {
+            for ch in 0..c {
+                let (m, k, bb) = (self.mean[ch], scale[ch], b[ch]);
+                for (y, &v) in yo[ch * s..(ch + 1) * s].iter_mut().zip(&xi[ch * s..(ch + 1) * s]) {
+                    *y = (v - m) * k + bb;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad_op = BatchNormTrainGrad { geom: self.geom, mean: self.mean.clone(), inv_std: self.inv_std.clone() };
+        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &grad_op)?;
+        let (len, c) = (x.elem_count(), self.geom.c);
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, len, c)?;
+        let db = packed.narrow(0, len + c, c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Backward op: `(x, weight, dy) -> [dx, dweight, dbias]` packed flat. With `x̂` the
+/// normalized input and `M` the count per channel: `dbias = Σ dy`, `dweight = Σ dy x̂`,
+/// `dx = weight / σ · (dy - dbias / M - x̂ · dweight / M)`.
+struct BatchNormTrainGrad {
+    geom: Geom,
+    mean: Arc<Vec<f32>>,
+    inv_std: Arc<Vec<f32>>,
+}
+
+impl CustomOp3 for BatchNormTrainGrad {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s1, l1)?;
+        let w = as_f32(self.name(), s2, l2)?;
+        let gy = as_f32(self.name(), s3, l3)?;
+        let g = self.geom;
+        let (c, s) = (g.c, g.spatial);
+        let count = (g.n * s) as f64;
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, inv) = (self.mean[ch], self.inv_std[ch]);
+                let (mut sdy, mut sdyx) = (0f64, 0f64);
+                for (xr, gr) in g.runs(x, ch).zip(g.runs(gy, ch)) {
+                    let (mut a, mut b) = (0f32, 0f32);
+                    for (&v, &d) in xr.iter().zip(gr) {
+                        a += d;
+                        b += d * (v - m);
+                    }
+                    sdy += a as f64;
+                    sdyx += b as f64 * inv as f64;
+                }
+                (sdy as f32, sdyx as f32)
+            })
+            .collect();
+        let len = x.len();
+        let mut packed = vec![0f32; len + 2 * c];
+        let (dx, rest) = packed.split_at_mut(len);
+        for (ch, &(sdy, sdyx)) in sums.iter().enumerate() {
+            rest[ch] = sdyx;
+            rest[c + ch] = sdy;
+        }
+        let coef: Vec<(f32, f32, f32)> = (0..c)
+            .map(|ch| {
+                let inv = self.inv_std[ch];
+                ((w[ch] * inv), (sums[ch].0 as f64 / count) as f32, (sums[ch].1 as f64 / count) as f32)
+            })
+            .collect();
+        dx.par_chunks_mut(c * s).zip(x.par_chunks(c * s).zip(gy.par_chunks(c * s))).for_each(|(dxo, (xi, gi))| {
+            for (ch, &(k, mdy, mdyx)) in coef.iter().enumerate() {
+                let (m, inv) = (self.mean[ch], self.inv_std[ch]);
+                let range = ch * s..(ch + 1) * s;
+                for ((o, &v), &d) in dxo[range.clone()].iter_mut().zip(&xi[range.clone()]).zip(&gi[range]) {
+                    *o = k * (d - mdy - (v - m) * inv * mdyx);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(packed), Shape::from(len + 2 * c)))
+    }
+}
