@@ -241,5 +241,8 @@ fn coco_eval_names_a_missing_results_file() {
         "segm",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no_such_results.json"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no_such_results.json"), "{err}");
+    // The I/O cause is part of the library's message and its source: printed once.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }

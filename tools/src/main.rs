@@ -203,15 +203,33 @@ fn configure_threads(requested: Option<usize>) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().with_context(|| format!("cannot set --threads {n}"))
 }
 
+/// The error and its causes on one line, each cause once: the library errors write their cause
+/// into their own message (so that `to_string()` alone is complete) and also expose it as the
+/// source, which `{:#}` would print a second time.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
+}
+
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = configure_threads(cli.threads) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_report(&e));
         std::process::exit(2);
     }
     if let Err(e) = run(cli.command) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_report(&e));
         std::process::exit(1);
     }
 }
