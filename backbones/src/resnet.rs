@@ -5,7 +5,7 @@
 use crate::config::ResNetConfig;
 use crate::{Backbone, Classifier};
 use candle_core::{bail, Result, Tensor};
-use nextdet_ops::{Init, Scope};
+use nextdet_ops::{bias_add, linear_no_bias, relu, Init, Scope};
 
 /// Batch norm with frozen statistics: `(x - mean) / sqrt(var + 1e-5) * weight + bias` per channel.
 struct FrozenBatchNorm {
@@ -96,14 +96,14 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.c1.forward(x)?.relu()?;
-        let y = self.c2.forward(&y)?.relu()?;
+        let y = relu(&self.c1.forward(x)?)?;
+        let y = relu(&self.c2.forward(&y)?)?;
         let y = self.c3.forward(&y)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        relu(&(y + shortcut)?)
     }
 }
 
@@ -164,7 +164,7 @@ impl ResNet {
 
     /// Outputs of layer1..layer4, NCHW.
     fn stages(&self, images: &Tensor) -> Result<Vec<Tensor>> {
-        let x = self.stem.forward(images)?.relu()?;
+        let x = relu(&self.stem.forward(images)?)?;
         let mut x = nextdet_ops::max_pool_3x3_stride2_nonnegative(&x)?;
         let mut outs = Vec::with_capacity(4);
         for stage in &self.layers {
@@ -196,7 +196,7 @@ impl Classifier for ResNet {
     fn forward(&self, images: &Tensor, _train: bool) -> Result<Tensor> {
         let Some((w, b)) = &self.fc else { bail!("this ResNet was built without a classification head") };
         let pooled = self.stages(images)?.pop().expect("four stages").mean((2, 3))?;
-        pooled.matmul(&w.t()?)?.broadcast_add(b)
+        bias_add(&linear_no_bias(&pooled, w)?, b)
     }
 
     fn num_classes(&self) -> usize {
