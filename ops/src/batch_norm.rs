@@ -99,6 +99,7 @@ impl candle_core::CustomOp1 for ChannelStats {
 }
 
 /// Forward op: `(x, weight, bias) -> y`, the statistics fixed at construction.
+#[derive(Clone)]
 struct BatchNormTrain {
     geom: Geom,
     mean: Arc<Vec<f32>>,
@@ -144,8 +145,7 @@ impl CustomOp3 for BatchNormTrain {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_op = BatchNormTrainGrad { geom: self.geom, mean: self.mean.clone(), inv_std: self.inv_std.clone() };
-        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &grad_op)?;
+        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &BatchNormTrainGrad(self.clone()))?;
         let (len, c) = (x.elem_count(), self.geom.c);
         let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
         let dw = packed.narrow(0, len, c)?;
@@ -156,12 +156,8 @@ impl CustomOp3 for BatchNormTrain {
 
 /// Backward op: `(x, weight, dy) -> [dx, dweight, dbias]` packed flat. With `x̂` the
 /// normalized input and `M` the count per channel: `dbias = Σ dy`, `dweight = Σ dy x̂`,
-/// `dx = weight / σ · (dy - dbias / M - x̂ · dweight / M)`.
-struct BatchNormTrainGrad {
-    geom: Geom,
-    mean: Arc<Vec<f32>>,
-    inv_std: Arc<Vec<f32>>,
-}
+/// `dx = weight / σ · (dy - dbias / M - x̂ · dweight / M)`; the forward op's statistics.
+struct BatchNormTrainGrad(BatchNormTrain);
 
 impl CustomOp3 for BatchNormTrainGrad {
     fn name(&self) -> &'static str {
@@ -180,13 +176,13 @@ impl CustomOp3 for BatchNormTrainGrad {
         let x = as_f32(self.name(), s1, l1)?;
         let w = as_f32(self.name(), s2, l2)?;
         let gy = as_f32(self.name(), s3, l3)?;
-        let g = self.geom;
+        let g = self.0.geom;
         let (c, s) = (g.c, g.spatial);
         let count = (g.n * s) as f64;
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (m, inv) = (self.mean[ch], self.inv_std[ch]);
+                let (m, inv) = (self.0.mean[ch], self.0.inv_std[ch]);
                 let (mut sdy, mut sdyx) = (0f64, 0f64);
                 for (xr, gr) in g.runs(x, ch).zip(g.runs(gy, ch)) {
                     let (mut a, mut b) = (0f32, 0f32);
@@ -209,13 +205,13 @@ impl CustomOp3 for BatchNormTrainGrad {
         }
         let coef: Vec<(f32, f32, f32)> = (0..c)
             .map(|ch| {
-                let inv = self.inv_std[ch];
+                let inv = self.0.inv_std[ch];
                 ((w[ch] * inv), (sums[ch].0 as f64 / count) as f32, (sums[ch].1 as f64 / count) as f32)
             })
             .collect();
         dx.par_chunks_mut(c * s).zip(x.par_chunks(c * s).zip(gy.par_chunks(c * s))).for_each(|(dxo, (xi, gi))| {
             for (ch, &(k, mdy, mdyx)) in coef.iter().enumerate() {
-                let (m, inv) = (self.mean[ch], self.inv_std[ch]);
+                let (m, inv) = (self.0.mean[ch], self.0.inv_std[ch]);
                 let range = ch * s..(ch + 1) * s;
                 for ((o, &v), &d) in dxo[range.clone()].iter_mut().zip(&xi[range.clone()]).zip(&gi[range]) {
                     *o = k * (d - mdy - (v - m) * inv * mdyx);
