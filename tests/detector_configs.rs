@@ -20,7 +20,7 @@
 use candle_core::{DType, Device, Tensor};
 use nextdet_engine::config::Config;
 use nextdet_engine::optim::{Optimizer, OptimizerConfig};
-use nextdet_heads::{ImageTargets, TestMeta};
+use nextdet_heads::{ImageMeta, ImageTargets};
 use nextdet_models::{build_model, Model, ModelConfig, TwoStageDetector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -112,7 +112,10 @@ fn random_targets(size: (usize, usize), padded: (usize, usize), n: usize, rng: &
     }
     let labels = (0..n).map(|_| rng.gen_range(0..NUM_CLASSES)).collect();
     let masks = Some(Tensor::from_vec(masks, (n, bh, bw), &Device::Cpu).unwrap());
-    ImageTargets { boxes, labels, masks, img_size: size }
+    // Each image's own size is a multiple of 32 here, so it is its own pad size.
+    let mut target = ImageTargets::new(boxes, labels, size);
+    target.masks = masks;
+    target
 }
 
 /// Random normalized pixels inside each image's own size, zeros in the padding.
@@ -425,15 +428,13 @@ fn train_step(config: &str, det: &TwoStageDetector, opt_cfg: &OptimizerConfig, k
         random_targets(sizes.input, sizes.input, 3, &mut rng),
         random_targets(sizes.second, sizes.input, 2, &mut rng),
     ];
-    // Each image's own size rounded up to 32 (both already are); the batch pads to the input.
-    let pads = [sizes.input, sizes.second];
     let names = watched(kind, trunk);
     let stored: HashMap<String, Tensor> = det.params().tensors().into_iter().collect();
     let before: Vec<Vec<f32>> = names.iter().map(|n| values(&stored[*n])).collect();
     drop(stored);
 
-    let losses = det.forward_train(&images, &targets, &pads, &mut rng).unwrap_or_else(|e| panic!("{config}: {e}"));
-    let mut names_got: Vec<&str> = losses.iter().map(|(n, _)| n.as_str()).collect();
+    let losses = det.forward_train(&images, &targets, &mut rng).unwrap_or_else(|e| panic!("{config}: {e}"));
+    let mut names_got: Vec<&str> = losses.items().iter().map(|i| i.name.as_str()).collect();
     names_got.sort();
     let want: Vec<String> = match kind {
         Kind::MaskRcnn => {
@@ -450,19 +451,13 @@ fn train_step(config: &str, det: &TwoStageDetector, opt_cfg: &OptimizerConfig, k
     for w in &want {
         assert!(names_got.contains(&w.as_str()), "{config}: no `{w}` among {names_got:?}");
     }
-    let mut total: Option<Tensor> = None;
-    for (name, value) in &losses {
-        let v = values(value);
-        assert!(v.iter().all(|x| x.is_finite()), "{config}: {name} = {v:?}");
-        if name.contains("loss") {
-            total = Some(match total {
-                None => value.clone(),
-                Some(t) => (t + value).unwrap(),
-            });
-        }
+    for item in losses.items() {
+        let v = values(&item.value);
+        assert!(v.iter().all(|x| x.is_finite()), "{config}: {} = {v:?}", item.name);
     }
-    let total = total.expect("some loss");
-    println!("{config}: losses {:?}", losses.iter().map(|(n, v)| (n.as_str(), values(v)[0])).collect::<Vec<_>>());
+    let total = losses.total().unwrap().expect("some loss");
+    let printed: Vec<(&str, f32)> = losses.items().iter().map(|i| (i.name.as_str(), values(&i.value)[0])).collect();
+    println!("{config}: losses {printed:?}");
     let grads = total.backward().unwrap_or_else(|e| panic!("{config}: backward: {e}"));
     let mut optimizer = Optimizer::from_config(opt_cfg, det.params()).unwrap_or_else(|e| panic!("{config}: {e}"));
     optimizer.step(&grads, opt_cfg.lr).unwrap_or_else(|e| panic!("{config}: {e}"));
@@ -482,13 +477,20 @@ fn inference(config: &str, det: &TwoStageDetector, sizes: Sizes) {
     let images = random_images(sizes, &mut rng);
     // Originals at 1/2 and 3/4 of the resized sizes: boxes and masks must come back at those.
     let ((h0, w0), (h1, w1)) = (sizes.input, sizes.second);
+    let meta = |img_size, ori_size, scale_factor| ImageMeta {
+        img_size,
+        ori_size,
+        scale_factor,
+        pad_size: img_size,
+        ..ImageMeta::of_input(img_size)
+    };
     let metas = [
-        TestMeta { img_size: sizes.input, ori_size: (h0 / 2, w0 / 2), scale_factor: [2.0, 2.0] },
-        TestMeta {
-            img_size: sizes.second,
-            ori_size: (h1 * 3 / 4, w1 * 3 / 4),
-            scale_factor: [w1 as f32 / (w1 * 3 / 4) as f32, h1 as f32 / (h1 * 3 / 4) as f32],
-        },
+        meta(sizes.input, (h0 / 2, w0 / 2), [2.0, 2.0]),
+        meta(
+            sizes.second,
+            (h1 * 3 / 4, w1 * 3 / 4),
+            [w1 as f32 / (w1 * 3 / 4) as f32, h1 as f32 / (h1 * 3 / 4) as f32],
+        ),
     ];
     let results = det.predict(&images, &metas).unwrap_or_else(|e| panic!("{config}: predict: {e}"));
     assert_eq!(results.len(), 2, "{config}");

@@ -5,9 +5,9 @@
 //! Masks are full-image bitmaps, as mmdetection's `BitmapMasks` with `poly2mask=True`, so mask
 //! targets are cut from the same raster that pycocotools evaluates.
 
-use std::path::PathBuf;
-
 use crate::image_io::RgbImage;
+pub use nextdet_structures::ImageMeta;
+use nextdet_structures::Rle;
 
 /// A binary mask of one instance over the whole image, row-major, one byte (0 or 1) per pixel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,41 +30,16 @@ impl Bitmap {
     pub fn area(&self) -> usize {
         self.data.iter().filter(|&&v| v != 0).count()
     }
-}
 
-/// Where an image came from and what the transforms did to it; what is needed to map
-/// predictions back to the original image.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageMeta {
-    /// The COCO `image_id` (or the index for datasets without ids).
-    pub image_id: u64,
-    /// The image file.
-    pub file: PathBuf,
-    /// `(height, width)` of the decoded original image.
-    pub ori_size: (usize, usize),
-    /// `(height, width)` after resizing and cropping, before padding.
-    pub img_size: (usize, usize),
-    /// `(height, width)` after padding (the batch pads further to the largest image).
-    pub pad_size: (usize, usize),
-    /// `[sx, sy]`: resized width / original width and resized height / original height, as
-    /// mmdetection's `scale_factor` (predicted boxes are divided by it).
-    pub scale_factor: [f32; 2],
-    /// Whether the image was flipped horizontally.
-    pub flipped: bool,
-}
+    /// The mask a COCO run-length encoding describes.
+    pub fn from_rle(rle: &Rle) -> Self {
+        Self { width: rle.width as usize, height: rle.height as usize, data: rle.to_row_major_mask() }
+    }
 
-impl ImageMeta {
-    /// The meta of an untransformed image of `(height, width)`.
-    pub fn new(image_id: u64, file: PathBuf, ori_size: (usize, usize)) -> Self {
-        Self {
-            image_id,
-            file,
-            ori_size,
-            img_size: ori_size,
-            pad_size: ori_size,
-            scale_factor: [1.0, 1.0],
-            flipped: false,
-        }
+    /// The COCO run-length encoding of the mask (pycocotools' `mask.encode`).
+    pub fn to_rle(&self) -> Rle {
+        Rle::from_row_major_mask(&self.data, self.height as u32, self.width as u32)
+            .expect("a bitmap holds height * width pixels")
     }
 }
 

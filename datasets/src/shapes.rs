@@ -25,7 +25,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::coco::{bitmap_to_rle, encode_rle_string};
 use crate::sample::Bitmap;
 
 /// The shape categories, in category-id order (ids start at 1).
@@ -378,15 +377,11 @@ fn draw_detection_image(
 fn annotation(layer: &Layer, id: u64, image_id: u64) -> OutAnn {
     let visible = &layer.visible;
     let segmentation = if layer.crowd {
-        let counts = bitmap_to_rle(visible);
-        serde_json::json!({ "size": [visible.height, visible.width], "counts": counts })
+        serde_json::json!({ "size": [visible.height, visible.width], "counts": visible.to_rle().counts })
     } else {
         match &layer.polygon {
             Some(poly) if visible.area() == layer.full_area => serde_json::json!([poly]),
-            _ => serde_json::json!({
-                "size": [visible.height, visible.width],
-                "counts": encode_rle_string(&bitmap_to_rle(visible)),
-            }),
+            _ => visible.to_rle().to_coco_json(),
         }
     };
     OutAnn {

@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use nextdet_datasets::coco::{decode_rle_string, rle_to_bitmap, CocoDataset, CocoOptions};
+use nextdet_datasets::coco::{CocoDataset, CocoOptions};
 use nextdet_datasets::shapes::{
     ensure_classification, ensure_detection, make_classification, make_detection, ShapesError, CATEGORIES,
     CLASSIFICATION_MARKER, CLASSIFICATION_VERSION,
 };
 use nextdet_datasets::{Bitmap, ImageFolder};
+use nextdet_evaluation::Rle;
 use serde_json::Value;
 
 fn read_json(path: &Path) -> Value {
@@ -94,7 +95,7 @@ fn detection_annotations_equal_drawn_masks() {
         let counts: Vec<u32> =
             crowd["segmentation"]["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), w * h);
-        let mask = rle_to_bitmap(&counts, h, w);
+        let mask = Bitmap::from_rle(&Rle::from_column_major_counts(h as u32, w as u32, counts).unwrap());
         assert_eq!(crowd["area"].as_f64().unwrap(), mask.area() as f64);
         assert_eq!(bbox_of(crowd), tight_box(&mask));
     }
@@ -103,7 +104,7 @@ fn detection_annotations_equal_drawn_masks() {
     for a in anns.iter().filter(|a| a["iscrowd"] == 0 && a["segmentation"].is_object()) {
         let size = &a["segmentation"]["size"];
         let (h, w) = (size[0].as_u64().unwrap() as usize, size[1].as_u64().unwrap() as usize);
-        decode_rle_string(a["segmentation"]["counts"].as_str().unwrap(), h, w).unwrap();
+        Rle::from_counts_string(a["segmentation"]["counts"].as_str().unwrap(), h as u32, w as u32).unwrap();
     }
     // The validation split opens too.
     let val = CocoDataset::open(

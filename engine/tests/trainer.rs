@@ -10,6 +10,7 @@ use nextdet_engine::optim::{Optimizer, OptimizerConfig, OptimizerType};
 use nextdet_engine::schedule::{LrSchedule, LrScheduleConfig, WarmupKind};
 use nextdet_engine::trainer::{iteration_seed, FitOutcome, TrainError, TrainTask, Trainer, TrainerConfig};
 use nextdet_ops::params::{Init, ParamStore};
+use nextdet_ops::Losses;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ impl TrainTask for LinReg {
         Some(batch.0.dims()[0])
     }
 
-    fn losses(&mut self, (x, y): &Self::Batch) -> anyhow::Result<Vec<(String, Tensor)>> {
+    fn losses(&mut self, (x, y): &Self::Batch) -> anyhow::Result<Losses> {
         if let Some((at, flag)) = &self.stop_at {
             if *at == self.current {
                 flag.store(true, Ordering::SeqCst);
@@ -78,7 +79,10 @@ impl TrainTask for LinReg {
             mse = (mse * f64::NAN)?;
         }
         let reg = (self.w.sqr()?.sum_all()? * 0.01)?;
-        Ok(vec![("loss_mse".into(), mse), ("loss_reg".into(), reg)])
+        let mut losses = Losses::new();
+        losses.push_term("loss_mse", mse);
+        losses.push_term("loss_reg", reg);
+        Ok(losses)
     }
 
     fn evaluate(&mut self, epoch: usize) -> anyhow::Result<Vec<(String, f64)>> {

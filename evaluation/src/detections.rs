@@ -1,19 +1,8 @@
 //! What a detector returns for one image, in the original image's coordinates: the input of
 //! [`crate::CocoEvaluator`] and of the results JSON writer.
 
+use nextdet_structures::Rle;
 use serde::{Deserialize, Serialize};
-
-/// A binary mask in COCO's uncompressed run-length form: column-major runs, starting with a run
-/// of zeros (pycocotools' `encode` before string compression).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rle {
-    /// Image height.
-    pub height: u32,
-    /// Image width.
-    pub width: u32,
-    /// Alternating run lengths of 0s and 1s, column-major, summing to `height * width`.
-    pub counts: Vec<u32>,
-}
 
 /// The detections of one image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

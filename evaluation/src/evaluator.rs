@@ -14,7 +14,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::coco::{run_cocoeval, CocoStats, EvalError, IouType, MMDET_MAX_DETS};
-use crate::detections::{Detections, Rle};
+use crate::detections::Detections;
+use nextdet_structures::Rle;
 
 /// One detection in COCO results form.
 #[derive(Clone, Debug)]

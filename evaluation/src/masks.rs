@@ -9,13 +9,28 @@ use thiserror::Error;
 pub enum MaskError {
     /// A polygon needs at least three points (six numbers), as pycocotools requires.
     #[error("polygon {index} has {len} coordinates; a polygon needs at least 6 (three points)")]
-    ShortPolygon { index: usize, len: usize },
+    ShortPolygon {
+        /// Which polygon of the object.
+        index: usize,
+        /// Its number of coordinates.
+        len: usize,
+    },
     /// A coordinate is NaN or infinite.
     #[error("polygon {index} has a non-finite coordinate")]
-    NonFinite { index: usize },
+    NonFinite {
+        /// Which polygon of the object.
+        index: usize,
+    },
     /// The image size is empty or too large for COCO's 32-bit run lengths.
     #[error("cannot rasterize into a {height}x{width} image: {reason}")]
-    Size { height: u32, width: u32, reason: String },
+    Size {
+        /// Image height.
+        height: u32,
+        /// Image width.
+        width: u32,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// Rasterizes the polygons of one object (`[x0, y0, x1, y1, ...]` each, pixel coordinates) into

@@ -1,8 +1,8 @@
-//! mmdetection 2.11's `MaxIoUAssigner` (SWD `core/bbox/assigners/max_iou_assigner.py`): which
+//! mmdetection 2.11's `MaxIoUAssigner` (`mmdet/core/bbox/assigners/max_iou_assigner.py`): which
 //! ground-truth box, if any, each anchor or proposal is trained against.
 //!
 //! Shapes: `N` candidate boxes (anchors or proposals), `G` ground-truth boxes, all
-//! `[x1, y1, x2, y2]` without `+1`. The rules, in mmdet's order (REFERENCE 7.6):
+//! `[x1, y1, x2, y2]` without `+1`. The rules, in mmdet's order:
 //! 1. every candidate starts as "ignore" (`-1`);
 //! 2. a candidate whose best IoU is in `[0, neg_iou_thr)` becomes negative (`0`);
 //! 3. a candidate whose best IoU is `>= pos_iou_thr` is assigned to that best gt (`k + 1`,
@@ -13,9 +13,12 @@
 //!
 //! With `ignore_iof_thr > 0`, candidates covered by an ignore region by more than the threshold
 //! (intersection over the candidate's area) get IoU `-1` with every gt, so they stay ignored.
-//! No gts: every candidate is negative. The overlaps are computed on the CPU as mmdet's
-//! `bbox_overlaps` does (`f32`, union clamped at `1e-6`), so ties fall the same way.
+//! No gts: every candidate is negative. The overlaps are the project's one IoU,
+//! [`nextdet_ops::box_iou`] (mmdet's `bbox_overlaps` arithmetic in `f32`, union clamped at
+//! `1e-6`), so ties fall the same way; the rules then run on the host.
 
+use candle_core::Result;
+use nextdet_ops::{box_iof, box_iou, Boxes};
 use serde::Deserialize;
 
 /// The assigner's thresholds, as in an mmdet `assigner=dict(type='MaxIoUAssigner', ...)`.
@@ -92,23 +95,22 @@ pub struct MaxIoUAssigner {
     cfg: MaxIoUAssignerConfig,
 }
 
-/// `[a.len(), b.len()]` row-major IoU (or IoF over `a`'s area), mmdet's `bbox_overlaps`
-/// arithmetic in `f32`: `overlap / max(union, 1e-6)`.
-pub fn overlaps(a: &[[f32; 4]], b: &[[f32; 4]], iof: bool) -> Vec<f32> {
-    let eps = 1e-6f32;
-    let mut out = Vec::with_capacity(a.len() * b.len());
-    for p in a {
-        let area_p = (p[2] - p[0]) * (p[3] - p[1]);
-        for q in b {
-            let area_q = (q[2] - q[0]) * (q[3] - q[1]);
-            let w = (p[2].min(q[2]) - p[0].max(q[0])).max(0.0);
-            let h = (p[3].min(q[3]) - p[1].max(q[1])).max(0.0);
-            let overlap = w * h;
-            let union = if iof { area_p } else { area_p + area_q - overlap };
-            out.push(overlap / union.max(eps));
+impl MaxIoUAssignerConfig {
+    /// Checks the thresholds: finite, and `neg_iou_thr <= pos_iou_thr`. `key` names the
+    /// section in errors (e.g. `rpn_head.train.assigner`).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        for (name, v) in
+            [("pos_iou_thr", self.pos_iou_thr), ("neg_iou_thr", self.neg_iou_thr), ("min_pos_iou", self.min_pos_iou)]
+        {
+            if !v.is_finite() {
+                candle_core::bail!("{key}.{name}: must be a finite number, got {v}");
+            }
         }
+        if self.neg_iou_thr > self.pos_iou_thr {
+            candle_core::bail!("{key}: neg_iou_thr {} is above pos_iou_thr {}", self.neg_iou_thr, self.pos_iou_thr);
+        }
+        Ok(())
     }
-    out
 }
 
 impl MaxIoUAssigner {
@@ -125,27 +127,21 @@ impl MaxIoUAssigner {
     /// Assigns `bboxes` (`N` candidates) to `gt` (`G` boxes, labels `gt_labels`, which may be
     /// empty when labels are not needed, as in the RPN); `gt_ignore` holds ignore regions (used
     /// only when `ignore_iof_thr > 0`). See the module doc for the rules.
-    pub fn assign(
-        &self,
-        bboxes: &[[f32; 4]],
-        gt: &[[f32; 4]],
-        gt_labels: &[usize],
-        gt_ignore: &[[f32; 4]],
-    ) -> AssignResult {
+    pub fn assign(&self, bboxes: &Boxes, gt: &Boxes, gt_labels: &[usize], gt_ignore: &Boxes) -> Result<AssignResult> {
         let (n, g) = (bboxes.len(), gt.len());
         let cfg = &self.cfg;
         if n == 0 || g == 0 {
-            return AssignResult {
+            return Ok(AssignResult {
                 num_gts: g,
                 gt_inds: vec![if g == 0 { 0 } else { -1 }; n],
                 max_overlaps: vec![0.0; n],
                 labels: vec![None; n],
-            };
+            });
         }
         // Candidate-major `[N, G]` (mmdet's is `[G, N]`; the same numbers).
-        let mut ious = overlaps(bboxes, gt, false);
+        let mut ious = box_iou(bboxes, gt)?.flatten_all()?.to_vec1::<f32>()?;
         if cfg.ignore_iof_thr > 0.0 && !gt_ignore.is_empty() {
-            let iof = overlaps(bboxes, gt_ignore, true);
+            let iof = box_iof(bboxes, gt_ignore)?.flatten_all()?.to_vec1::<f32>()?;
             for (i, row) in iof.chunks_exact(gt_ignore.len()).enumerate() {
                 let best = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
                 if best > cfg.ignore_iof_thr {
@@ -187,6 +183,6 @@ impl MaxIoUAssigner {
         }
         let labels =
             gt_inds.iter().map(|&k| if k > 0 { gt_labels.get(k as usize - 1).copied() } else { None }).collect();
-        AssignResult { num_gts: g, gt_inds, max_overlaps, labels }
+        Ok(AssignResult { num_gts: g, gt_inds, max_overlaps, labels })
     }
 }

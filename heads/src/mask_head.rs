@@ -1,4 +1,5 @@
-//! The Mask R-CNN mask head: mmdet 2.11's `FCNMaskHead` (REFERENCE.md 3.4, 7.7, 7.8).
+//! The Mask R-CNN mask head: mmdet 2.11's `FCNMaskHead`
+//! (`mmdet/models/roi_heads/mask_heads/fcn_mask_head.py`).
 //!
 //! RoI features `[R, C, 14, 14]` go through `num_convs` 3x3 conv + ReLU modules
 //! (`convs.{i}.conv.*`), a stride-2 2x2 transposed convolution + ReLU (`upsample.*`) and a 1x1
@@ -7,6 +8,7 @@
 //! RoIAligned ground-truth mask (`ops::mask_targets`), averaged over all pixels; at test time
 //! the label channel's sigmoid is pasted into the original image and thresholded.
 
+use crate::bbox_head::ClsLossType;
 use crate::losses::sigmoid_bce_with_logits;
 use candle_core::{bail, DType, Result, Tensor};
 use nextdet_ops::nms::indices_tensor;
@@ -14,13 +16,22 @@ use nextdet_ops::nn::{kaiming_normal_fan_out, Conv2d};
 use nextdet_ops::{bias_add, linear_no_bias, paste_masks, relu, BinaryMask, Scope};
 use serde::Deserialize;
 
+/// The upsampling layers a mask head can name.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpsampleType {
+    /// A stride-2 2x2 transposed convolution.
+    #[default]
+    #[serde(rename = "deconv")]
+    Deconv,
+}
+
 /// mmdet's `upsample_cfg`; only `deconv` is supported.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpsampleConfig {
-    /// `deconv`.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// The layer (only `deconv`).
+    #[serde(rename = "type", default)]
+    pub kind: UpsampleType,
     /// Upsampling factor, the deconv's kernel and stride (2).
     #[serde(default = "two")]
     pub scale_factor: usize,
@@ -32,7 +43,7 @@ fn two() -> usize {
 
 impl Default for UpsampleConfig {
     fn default() -> Self {
-        Self { kind: "deconv".into(), scale_factor: 2 }
+        Self { kind: UpsampleType::Deconv, scale_factor: 2 }
     }
 }
 
@@ -40,9 +51,9 @@ impl Default for UpsampleConfig {
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MaskLossConfig {
-    /// `CrossEntropyLoss`, optional.
+    /// The loss (only `CrossEntropyLoss`).
     #[serde(rename = "type", default)]
-    pub kind: Option<String>,
+    pub kind: ClsLossType,
     /// Must be true (per-class sigmoid masks).
     #[serde(default = "yes")]
     pub use_mask: bool,
@@ -61,17 +72,25 @@ fn one() -> f64 {
 
 impl Default for MaskLossConfig {
     fn default() -> Self {
-        Self { kind: None, use_mask: true, loss_weight: 1.0 }
+        Self { kind: ClsLossType::CrossEntropyLoss, use_mask: true, loss_weight: 1.0 }
     }
+}
+
+/// The mask heads a config can name.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaskHeadType {
+    /// mmdetection's `FCNMaskHead`.
+    #[default]
+    FCNMaskHead,
 }
 
 /// `FCNMaskHead` settings.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FcnMaskHeadConfig {
-    /// `FCNMaskHead`, optional.
+    /// The head (only `FCNMaskHead`).
     #[serde(rename = "type", default)]
-    pub kind: Option<String>,
+    pub kind: MaskHeadType,
     /// 3x3 conv modules before the upsampling (4).
     #[serde(default = "four")]
     pub num_convs: usize,
@@ -134,7 +153,8 @@ impl FcnMaskHead {
                 bail!("mask_head.in_channels is {c} but the RoI features have {in_channels} channels");
             }
         }
-        if cfg.upsample_cfg.kind != "deconv" || cfg.upsample_cfg.scale_factor != 2 {
+        let UpsampleType::Deconv = cfg.upsample_cfg.kind;
+        if cfg.upsample_cfg.scale_factor != 2 {
             bail!("mask_head.upsample_cfg: only type=deconv with scale_factor=2 is supported");
         }
         if !cfg.loss_mask.use_mask {
@@ -210,17 +230,9 @@ impl FcnMaskHead {
     }
 
     /// mmdet `get_seg_masks` after the sigmoid: pastes `probs: [D, M, M]` at `boxes` (original
-    /// image coordinates) into an image of `ori_size = (h, w)` and thresholds with `>= thr`.
-    pub fn paste(
-        &self,
-        probs: &Tensor,
-        boxes: &[[f32; 4]],
-        ori_size: (usize, usize),
-        thr: f32,
-    ) -> Result<Vec<BinaryMask>> {
-        let flat: Vec<f32> = boxes.iter().flatten().copied().collect();
-        let b = Tensor::from_vec(flat, (boxes.len(), 4), probs.device())?;
-        paste_masks(probs, &b, ori_size, thr)
+    /// image coordinates, `[D, 4]`) into an image of `ori_size = (h, w)` and thresholds with `>= thr`.
+    pub fn paste(&self, probs: &Tensor, boxes: &Tensor, ori_size: (usize, usize), thr: f32) -> Result<Vec<BinaryMask>> {
+        paste_masks(probs, boxes, ori_size, thr)
     }
 }
 

@@ -1,4 +1,4 @@
-//! mmdetection 2.11's `RandomSampler` (SWD `core/bbox/samplers/random_sampler.py`,
+//! mmdetection 2.11's `RandomSampler` (`mmdet/core/bbox/samplers/random_sampler.py`,
 //! `base_sampler.py`): a fixed-size random subset of the assigned candidates to train on.
 //!
 //! At most `floor(num * pos_fraction)` positives are drawn uniformly from the positives; the
@@ -9,7 +9,7 @@
 //!
 //! With `add_gt_as_proposals`, mmdet assigns the proposals first and then prepends the gts as
 //! extra positive candidates ([`AssignResult::add_gt`]); [`RandomSampler::sample_with_gt`]
-//! does both steps, and [`with_gt_prepended`] builds the matching candidate list.
+//! does both steps (the candidate list is then the gts followed by the proposals).
 
 use crate::assigner::AssignResult;
 use rand::rngs::StdRng;
@@ -46,13 +46,6 @@ pub struct SamplingResult {
     pub pos_gt_inds: Vec<usize>,
 }
 
-/// `gt` followed by `proposals`: the candidate list of a sampler with `add_gt_as_proposals`
-/// (mmdet `torch.cat([gt_bboxes, bboxes])`); indices from [`RandomSampler::sample_with_gt`]
-/// point into this list.
-pub fn with_gt_prepended(proposals: &[[f32; 4]], gt: &[[f32; 4]]) -> Vec<[f32; 4]> {
-    gt.iter().chain(proposals).copied().collect()
-}
-
 /// mmdet's `RandomSampler`.
 #[derive(Clone, Debug)]
 pub struct RandomSampler {
@@ -67,6 +60,20 @@ fn choose(pool: Vec<usize>, k: usize, rng: &mut StdRng) -> Vec<usize> {
     let mut picked: Vec<usize> = rand::seq::index::sample(rng, pool.len(), k).into_iter().map(|i| pool[i]).collect();
     picked.sort_unstable();
     picked
+}
+
+impl RandomSamplerConfig {
+    /// Checks the settings: at least one sample, a positive fraction in `[0, 1]`. `key` names
+    /// the section in errors (e.g. `rpn_head.train.sampler`).
+    pub fn validate(&self, key: &str) -> candle_core::Result<()> {
+        if self.num == 0 {
+            candle_core::bail!("{key}.num: must be at least 1 (no RoI would be trained on)");
+        }
+        if !(0.0..=1.0).contains(&self.pos_fraction) {
+            candle_core::bail!("{key}.pos_fraction: must be in [0, 1], got {}", self.pos_fraction);
+        }
+        Ok(())
+    }
 }
 
 impl RandomSampler {
@@ -98,7 +105,7 @@ impl RandomSampler {
 
     /// mmdet's `BaseSampler.sample`: when `add_gt_as_proposals` and there are gts, prepends
     /// the gts to `assign` (each positive for itself, [`AssignResult::add_gt`]) and samples
-    /// from that; indices then point into [`with_gt_prepended`]`(proposals, gt)`. Without the
+    /// from that; indices then point into the gts followed by the proposals. Without the
     /// option, or without gts, the same as [`RandomSampler::sample`].
     pub fn sample_with_gt(&self, assign: &mut AssignResult, gt_labels: &[usize], rng: &mut StdRng) -> SamplingResult {
         if self.cfg.add_gt_as_proposals && assign.num_gts > 0 {

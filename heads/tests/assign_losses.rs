@@ -7,7 +7,9 @@ use nextdet_heads::assigner::{AssignResult, MaxIoUAssigner, MaxIoUAssignerConfig
 use nextdet_heads::losses::{
     cross_entropy, giou_loss, l1_loss, reduce, sigmoid_bce_with_logits, smooth_l1_loss, RegLossConfig,
 };
-use nextdet_heads::sampler::{with_gt_prepended, RandomSampler, RandomSamplerConfig};
+use nextdet_heads::sampler::{RandomSampler, RandomSamplerConfig};
+use nextdet_heads::ImageTargets;
+use nextdet_ops::Boxes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -17,8 +19,12 @@ fn fixture(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn boxes(t: &Tensor) -> Vec<[f32; 4]> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+fn boxes(t: &Tensor) -> Boxes {
+    Boxes::new(t.reshape(((), 4)).unwrap()).unwrap()
+}
+
+fn bx(b: &[[f32; 4]]) -> Boxes {
+    Boxes::from_slice(&b.iter().flatten().copied().collect::<Vec<_>>(), &Device::Cpu).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -40,7 +46,9 @@ fn assigner_matches_mmdet_on_crafted_cases() {
             ignore_iof_thr: c[4],
         };
         let labels: Vec<usize> = p("labels").to_vec1::<i64>().unwrap().into_iter().map(|l| l as usize).collect();
-        let r = MaxIoUAssigner::new(&cfg).assign(&boxes(p("bboxes")), &boxes(p("gt")), &labels, &boxes(p("ignore")));
+        let r = MaxIoUAssigner::new(&cfg)
+            .assign(&boxes(p("bboxes")), &boxes(p("gt")), &labels, &boxes(p("ignore")))
+            .unwrap();
         assert_eq!(r.num_gts, labels.len(), "case {i}");
         assert_eq!(r.gt_inds, p("gt_inds").to_vec1::<i64>().unwrap(), "case {i} gt_inds");
         let want: Vec<f32> = p("max_overlaps").to_vec1().unwrap();
@@ -61,12 +69,9 @@ fn assigner_without_labels_leaves_them_empty() {
         match_low_quality: true,
         ignore_iof_thr: -1.0,
     };
-    let r = MaxIoUAssigner::new(&cfg).assign(
-        &[[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]],
-        &[[0.0, 0.0, 10.0, 12.0]],
-        &[],
-        &[],
-    );
+    let r = MaxIoUAssigner::new(&cfg)
+        .assign(&bx(&[[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]), &bx(&[[0.0, 0.0, 10.0, 12.0]]), &[], &bx(&[]))
+        .unwrap();
     assert_eq!(r.gt_inds, vec![1, 0]);
     assert_eq!(r.labels, vec![None, None]);
 }
@@ -122,15 +127,28 @@ fn sampler_prepends_gts_as_mmdet_add_gt() {
         match_low_quality: true,
         ignore_iof_thr: -1.0,
     };
-    let mut assign = MaxIoUAssigner::new(&cfg).assign(&proposals, &gt, &[7, 9], &[]);
+    let assigner = MaxIoUAssigner::new(&cfg);
+    let mut assign = assigner.assign(&bx(&proposals), &bx(&gt), &[7, 9], &bx(&[])).unwrap();
     assert_eq!(assign.gt_inds, vec![1, 0, 2]);
     let scfg = RandomSamplerConfig { num: 512, pos_fraction: 0.25, neg_pos_ub: -1, add_gt_as_proposals: true };
-    let s = RandomSampler::new(&scfg).sample_with_gt(&mut assign, &[7, 9], &mut StdRng::seed_from_u64(0));
+    let sampler = RandomSampler::new(&scfg);
+    let s = sampler.sample_with_gt(&mut assign, &[7, 9], &mut StdRng::seed_from_u64(0));
     assert_eq!(s.pos_inds, vec![0, 1, 2, 4]);
     assert_eq!(s.pos_gt_inds, vec![0, 1, 0, 1]);
     assert_eq!(s.neg_inds, vec![3]);
     assert_eq!(assign.labels, vec![Some(7), Some(9), Some(7), None, Some(9)]);
-    assert_eq!(with_gt_prepended(&proposals, &gt)[4], proposals[2]);
+    // The sampled RoIs: the positives (gt 0, gt 1, proposals 0 and 2), then the negative.
+    let target = ImageTargets::new(gt.to_vec(), vec![7, 9], (64, 64));
+    let rois =
+        nextdet_heads::roi::sample_rois(&assigner, &sampler, &bx(&proposals), &target, &mut StdRng::seed_from_u64(0))
+            .unwrap();
+    assert_eq!(
+        (rois.num_pos, rois.pos_gt_inds.clone(), rois.pos_is_gt.clone()),
+        (4, vec![0, 1, 0, 1], vec![true, true, false, false])
+    );
+    let rows = rois.boxes.tensor().to_vec2::<f32>().unwrap();
+    let want = [gt[0], gt[1], proposals[0], proposals[2], proposals[1]];
+    assert_eq!(rows, want.iter().map(|b| b.to_vec()).collect::<Vec<_>>());
 }
 
 fn grad_of(x: &Tensor, f: impl Fn(&Tensor) -> Tensor, gy: &Tensor) -> (Tensor, Tensor) {

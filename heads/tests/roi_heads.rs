@@ -3,12 +3,12 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use nextdet_heads::batch_norm::BatchNorm;
-use nextdet_heads::bbox_head::{BBoxHead, BBoxHeadConfig, RcnnTestConfig};
-use nextdet_heads::cascade::{CascadeRoiHead, CascadeRoiHeadConfig};
+use nextdet_heads::bbox_head::{BBoxHead, BBoxHeadConfig};
 use nextdet_heads::mask_head::deconv2x2;
-use nextdet_heads::roi_head::{boxes_to_rois, proposal_boxes, StandardRoiHead, StandardRoiHeadConfig};
-use nextdet_heads::{ImageTargets, TestMeta};
-use nextdet_ops::{mask_targets, ParamStore, SingleRoiExtractor};
+use nextdet_heads::proposals::rois;
+use nextdet_heads::roi::{RcnnTestConfig, RoiHead, RoiHeadConfig};
+use nextdet_heads::{ImageMeta, ImageTargets, Proposals};
+use nextdet_ops::{mask_targets, Boxes, Losses, ParamStore, SingleRoiExtractor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -129,7 +129,9 @@ fn shared2fc_head_forward_and_get_bboxes_match_mmdet() {
     close(&reg, get(&t, "reg"), 1e-5, 1e-4, "bbox_pred");
     let img: Vec<usize> = serde_json::from_value(case["img_size"].clone()).unwrap();
     let sf: Vec<f32> = serde_json::from_value(case["scale_factor"].clone()).unwrap();
-    let meta = TestMeta { img_size: (img[0], img[1]), ori_size: (0, 0), scale_factor: [sf[0], sf[1]] };
+    let mut meta = ImageMeta::of_input((img[0], img[1]));
+    meta.ori_size = (0, 0);
+    meta.scale_factor = [sf[0], sf[1]];
     let rois = get(&t, "rois");
     let det = head
         .get_bboxes(&rois.narrow(1, 1, 4).unwrap(), get(&t, "cls"), get(&t, "reg"), &meta, &RcnnTestConfig::default())
@@ -146,36 +148,47 @@ fn shared2fc_head_forward_and_get_bboxes_match_mmdet() {
 fn standard_inputs(
     t: &HashMap<String, Tensor>,
     img_sizes: &[Vec<usize>],
-) -> (Vec<Tensor>, Vec<Tensor>, Vec<ImageTargets>) {
+) -> (Vec<Tensor>, Vec<Proposals>, Vec<ImageTargets>) {
     let feats = (0..4).map(|i| get(t, &format!("feat{i}")).clone()).collect();
     let mut props = Vec::new();
     let mut targets = Vec::new();
     for (i, size) in img_sizes.iter().enumerate() {
-        props.push(get(t, &format!("proposals{i}")).clone());
+        props.push(Proposals::from_tensor(get(t, &format!("proposals{i}"))).unwrap());
         let shape: Vec<usize> =
             get(t, &format!("gt_masks{i}_shape")).to_vec1::<i64>().unwrap().iter().map(|&v| v as usize).collect();
         let bits = unpack(get(t, &format!("gt_masks{i}")), shape.iter().product());
         let masks = Tensor::from_vec(bits, shape.as_slice(), &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
-        let boxes = proposal_boxes(get(t, &format!("gt_boxes{i}"))).unwrap();
+        let boxes = host_boxes(get(t, &format!("gt_boxes{i}")));
         let labels = get(t, &format!("gt_labels{i}")).to_vec1::<i64>().unwrap().iter().map(|&v| v as usize).collect();
-        targets.push(ImageTargets { boxes, labels, masks: Some(masks), img_size: (size[0], size[1]) });
+        let mut target = ImageTargets::new(boxes, labels, (size[0], size[1]));
+        target.masks = Some(masks);
+        targets.push(target);
     }
     (feats, props, targets)
 }
 
-fn loss_value(losses: &[(String, Tensor)], name: &str) -> f32 {
-    let (_, v) = losses.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no loss {name}"));
+fn host_boxes(t: &Tensor) -> Vec<[f32; 4]> {
+    let v = t.narrow(1, 0, 4).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v.chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]).collect()
+}
+
+fn loss_value(losses: &Losses, name: &str) -> f32 {
+    let v = losses.get(name).unwrap_or_else(|| panic!("no loss {name}"));
     v.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn roi_head(store: &ParamStore, case: &serde_json::Value) -> (RoiHead, RoiHeadConfig) {
+    let cfg: RoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
+    (RoiHead::new(&cfg, 4, &store.root().pp("roi_head")).unwrap(), cfg)
 }
 
 #[test]
 fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     let t = load("standard.safetensors");
     let case = &cases()["standard"];
-    let cfg: StandardRoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
     let img_sizes: Vec<Vec<usize>> = serde_json::from_value(case["img_sizes"].clone()).unwrap();
     let store = ParamStore::new(&Device::Cpu, 0);
-    let head = StandardRoiHead::new(&cfg, 4, &store.root().pp("roi_head")).unwrap();
+    let (head, cfg) = roi_head(&store, case);
     load_exact(&store, &t);
     let (feats, props, targets) = standard_inputs(&t, &img_sizes);
     // All candidates are kept (sampler num 512), so the sampling is deterministic.
@@ -185,10 +198,7 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
         scalar_close(loss_value(&losses, name), f32s(get(&t, name))[0], 1e-4, name);
     }
     // Gradients reach the box and mask heads.
-    let total = losses
-        .iter()
-        .filter(|(n, _)| n.starts_with("loss"))
-        .fold(Tensor::new(0f32, &Device::Cpu).unwrap(), |a, (_, v)| (a + v).unwrap());
+    let total = losses.total().unwrap().unwrap();
     let grads = total.backward().unwrap();
     for (name, var) in store.trainable() {
         if name.ends_with("fc_cls.weight") || name.ends_with("conv_logits.weight") || name.ends_with("upsample.weight")
@@ -201,13 +211,13 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     let mut no_gt = targets.clone();
     no_gt[1] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[1].clone() };
     let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
-    assert!(l.iter().all(|(_, v)| v.to_scalar::<f32>().unwrap().is_finite()));
+    assert!(l.items().iter().all(|i| i.value.to_scalar::<f32>().unwrap().is_finite()));
     no_gt[0] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[0].clone() };
     let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
     assert_eq!(loss_value(&l, "loss_bbox"), 0.0);
     assert_eq!(loss_value(&l, "loss_mask"), 0.0);
     // Mask logits of the first positives and the mask targets, from the same sampling.
-    let cfg_train = cfg.train.as_ref().unwrap();
+    let cfg_train = cfg.stages().unwrap()[0].train.clone().unwrap();
     let assigner = nextdet_heads::assigner::MaxIoUAssigner::new(&cfg_train.assigner);
     let sampler = nextdet_heads::sampler::RandomSampler::new(&cfg_train.sampler);
     let num_pos: Vec<usize> = serde_json::from_value(case["num_pos"].clone()).unwrap();
@@ -215,46 +225,39 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     let mut all_targets = Vec::new();
     let mut pos_boxes = Vec::new();
     for (i, (p, tg)) in props.iter().zip(&targets).enumerate() {
-        let s = nextdet_heads::roi_head::sample_rois(&assigner, &sampler, &proposal_boxes(p).unwrap(), tg, &mut rng);
+        let s = nextdet_heads::roi::sample_rois(&assigner, &sampler, &p.boxes, tg, &mut rng).unwrap();
         assert_eq!((s.num_pos, s.boxes.len()), (num_pos[i], num_rois[i]), "image {i} sampling");
-        let pos = &s.boxes[..s.num_pos];
-        let flat: Vec<f32> = pos.iter().flatten().copied().collect();
+        let pos = s.positives().unwrap();
         let inds: Vec<u32> = s.pos_gt_inds.iter().map(|&g| g as u32).collect();
         all_targets.push(
-            mask_targets(
-                tg.masks.as_ref().unwrap(),
-                &Tensor::new(inds, &Device::Cpu).unwrap(),
-                &Tensor::from_vec(flat, (pos.len(), 4), &Device::Cpu).unwrap(),
-                28,
-            )
-            .unwrap(),
+            mask_targets(tg.masks.as_ref().unwrap(), &Tensor::new(inds, &Device::Cpu).unwrap(), pos.tensor(), 28)
+                .unwrap(),
         );
-        pos_boxes.push(pos.to_vec());
+        pos_boxes.push(pos);
     }
     let mt = Tensor::cat(&all_targets, 0).unwrap();
     let expected: Vec<f32> = unpack(get(&t, "mask_targets"), mt.elem_count()).iter().map(|&v| v as f32).collect();
     assert_eq!(f32s(&mt), expected, "mask targets");
-    let per: Vec<&[[f32; 4]]> = pos_boxes.iter().map(|b| b.as_slice()).collect();
-    let rois = boxes_to_rois(&per, &Device::Cpu).unwrap();
+    let per: Vec<&Boxes> = pos_boxes.iter().collect();
+    let rois = rois(&per, &Device::Cpu).unwrap();
     let extractor = SingleRoiExtractor::new((14, 14), &[4.0, 8.0, 16.0, 32.0]);
-    let mask_pred = head.mask_head().unwrap().forward(&extractor.forward(&feats, &rois).unwrap()).unwrap();
+    let mask_pred = head.stages()[0].mask_head().unwrap().forward(&extractor.forward(&feats, &rois).unwrap()).unwrap();
     close(&mask_pred.narrow(0, 0, 4).unwrap(), get(&t, "mask_pred4"), 1e-5, 1e-4, "mask logits");
 }
 
-fn meta_of(meta: &serde_json::Value) -> TestMeta {
+fn meta_of(meta: &serde_json::Value) -> ImageMeta {
     let v = |k: &str| -> Vec<f32> { serde_json::from_value(meta[k].clone()).unwrap() };
     let (img, ori, sf) = (v("img_size"), v("ori_size"), v("scale_factor"));
-    TestMeta {
-        img_size: (img[0] as usize, img[1] as usize),
-        ori_size: (ori[0] as usize, ori[1] as usize),
-        scale_factor: [sf[0], sf[1]],
-    }
+    let mut m = ImageMeta::of_input((img[0] as usize, img[1] as usize));
+    m.ori_size = (ori[0] as usize, ori[1] as usize);
+    m.scale_factor = [sf[0], sf[1]];
+    m
 }
 
 /// Compares one image's detections with `test_boxes/scores/labels/masks` of `t`: the same
 /// labels in the same order, boxes and scores within f32 noise, at most 0.1% of the
 /// foreground mask pixels different.
-fn check_detections(det: &nextdet_heads::InstanceResult, t: &HashMap<String, Tensor>, meta: &TestMeta) {
+fn check_detections(det: &nextdet_heads::InstanceResult, t: &HashMap<String, Tensor>, meta: &ImageMeta) {
     let labels: Vec<usize> = get(t, "test_labels").to_vec1::<i64>().unwrap().iter().map(|&v| v as usize).collect();
     assert!(labels.len() > 10, "fixture should keep many detections");
     assert_eq!(det.labels, labels, "labels in order");
@@ -279,22 +282,22 @@ fn check_detections(det: &nextdet_heads::InstanceResult, t: &HashMap<String, Ten
 fn standard_simple_test_matches_mmdet() {
     let t = load("standard.safetensors");
     let case = &cases()["standard"];
-    let cfg: StandardRoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
     let store = ParamStore::new(&Device::Cpu, 0);
-    let head = StandardRoiHead::new(&cfg, 4, &store.root().pp("roi_head")).unwrap();
+    let (head, _) = roi_head(&store, case);
     load_exact(&store, &t);
     let meta = meta_of(&case["meta"]);
     let feats: Vec<Tensor> = (0..4).map(|i| get(&t, &format!("feat{i}")).narrow(0, 0, 1).unwrap()).collect();
-    let det = head.simple_test(&feats, &[get(&t, "test_proposals").clone()], &[meta]).unwrap();
+    let proposals = Proposals::from_tensor(get(&t, "test_proposals")).unwrap();
+    let det = head.simple_test(&feats, &[proposals], std::slice::from_ref(&meta)).unwrap();
     check_detections(&det[0], &t, &meta);
-    let none = head.simple_test(&feats, &[Tensor::zeros((0, 5), DType::F32, &Device::Cpu).unwrap()], &[meta]).unwrap();
+    let empty = Proposals::empty(&Device::Cpu).unwrap();
+    let none = head.simple_test(&feats, &[empty], &[meta]).unwrap();
     assert!(none[0].boxes.is_empty() && none[0].masks.as_ref().is_some_and(|m| m.is_empty()));
 }
 
-fn cascade_head(store: &ParamStore) -> (CascadeRoiHead, serde_json::Value) {
+fn cascade_head(store: &ParamStore) -> (RoiHead, serde_json::Value) {
     let case = cases()["cascade"].clone();
-    let cfg: CascadeRoiHeadConfig = serde_json::from_value(case["roi_head"].clone()).unwrap();
-    (CascadeRoiHead::new(&cfg, 4, &store.root().pp("roi_head")).unwrap(), case)
+    (roi_head(store, &case).0, case)
 }
 
 #[test]
@@ -306,10 +309,12 @@ fn cascade_test_fuses_stage_logits_and_mask_heads_as_mmdet() {
     load_exact(&store, &t);
     let meta = meta_of(&case["metas"][0]);
     let feats: Vec<Tensor> = (0..4).map(|i| get(&inputs, &format!("feat{i}")).narrow(0, 0, 1).unwrap()).collect();
-    let det = head.simple_test(&feats, &[get(&t, "test_proposals").clone()], &[meta]).unwrap();
+    let proposals = Proposals::from_tensor(get(&t, "test_proposals")).unwrap();
+    let det = head.simple_test(&feats, &[proposals], std::slice::from_ref(&meta)).unwrap();
     assert_eq!(det.len(), 1);
     check_detections(&det[0], &t, &meta);
-    let none = head.simple_test(&feats, &[Tensor::zeros((0, 5), DType::F32, &Device::Cpu).unwrap()], &[meta]).unwrap();
+    let empty = Proposals::empty(&Device::Cpu).unwrap();
+    let none = head.simple_test(&feats, &[empty], &[meta]).unwrap();
     assert!(none[0].boxes.is_empty() && none[0].masks.as_ref().is_some_and(|m| m.is_empty()));
 }
 

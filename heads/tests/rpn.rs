@@ -7,13 +7,14 @@
 
 use candle_core::{Device, Tensor};
 use nextdet_heads::assigner::MaxIoUAssignerConfig;
+use nextdet_heads::box_coder::BoxCoderConfig;
 use nextdet_heads::losses::RegLossConfig;
 use nextdet_heads::rpn::{
-    AnchorGeneratorConfig, BboxCoderConfig, ProposalConfig, RpnHead, RpnHeadConfig, RpnOutput, RpnTrainConfig,
+    AnchorGeneratorConfig, AnchorGeneratorType, ProposalConfig, RpnHead, RpnHeadConfig, RpnOutput, RpnTrainConfig,
 };
 use nextdet_heads::sampler::RandomSamplerConfig;
-use nextdet_heads::ImageTargets;
-use nextdet_ops::ParamStore;
+use nextdet_heads::{ImageMeta, ImageTargets};
+use nextdet_ops::{Losses, ParamStore};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -28,19 +29,20 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
-fn proposal_cfg(nms_pre: usize, max_per_img: usize, nms_iou: f32, min_bbox_size: f32) -> ProposalConfig {
+fn proposal_cfg(nms_pre: usize, max_per_img: usize, nms_iou: f64, min_bbox_size: f32) -> ProposalConfig {
     ProposalConfig { nms_pre, max_per_img, nms_iou, min_bbox_size }
 }
 
-fn config(loss_bbox: RegLossConfig, allowed_border: f32) -> RpnHeadConfig {
+fn config(loss_bbox: RegLossConfig, allowed_border: i64) -> RpnHeadConfig {
     RpnHeadConfig {
         feat_channels: 8,
         anchor_generator: AnchorGeneratorConfig {
+            kind: AnchorGeneratorType::AnchorGenerator,
             scales: vec![8.0],
             ratios: vec![0.5, 1.0, 2.0],
             strides: vec![4, 8, 16, 32, 64],
         },
-        bbox_coder: BboxCoderConfig { target_means: [0.0; 4], target_stds: [1.0; 4] },
+        bbox_coder: BoxCoderConfig::rpn_default(),
         loss_bbox,
         train: RpnTrainConfig {
             assigner: MaxIoUAssignerConfig {
@@ -80,7 +82,7 @@ fn feats(fx: &HashMap<String, Tensor>) -> Vec<Tensor> {
 #[test]
 fn head_outputs_match_torch() {
     let fx = fixture();
-    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1), &fx);
     let out = head.forward(&feats(&fx)).unwrap();
     for l in 0..5 {
         let d = max_abs_diff(&out.cls[l], &fx[&format!("cls{l}")]);
@@ -93,56 +95,75 @@ fn head_outputs_match_torch() {
 #[test]
 fn proposals_match_mmdet() {
     let fx = fixture();
-    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1), &fx);
     let out = RpnOutput {
         cls: (0..5).map(|l| fx[&format!("cls{l}")].clone()).collect(),
         reg: (0..5).map(|l| fx[&format!("reg{l}")].clone()).collect(),
     };
     for (name, cfg) in [("a", proposal_cfg(50, 40, 0.7, 0.0)), ("b", proposal_cfg(30, 25, 0.5, 6.0))] {
-        let props = head.proposals(&out, &[(60, 90), (40, 60)], &cfg).unwrap();
+        let props = head.proposals(&out, &metas(&[(60, 90), (40, 60)]), &cfg).unwrap();
         for (b, p) in props.iter().enumerate() {
             let want = &fx[&format!("props_{name}_{b}")];
-            let d = max_abs_diff(p, want);
+            let p = p.to_tensor().unwrap();
+            let d = max_abs_diff(&p, want);
             eprintln!("props_{name}_{b} {:?}: max diff {d:e}", p.dims());
             assert!(d < 1e-4, "props_{name}_{b}: max diff {d}");
         }
     }
 }
 
+fn metas(sizes: &[(usize, usize)]) -> Vec<ImageMeta> {
+    sizes.iter().map(|&s| ImageMeta::of_input(s)).collect()
+}
+
+/// The fixture's two images: sizes 60x90 and 40x60, each padded to its own (64, 96) and (64, 64).
 fn targets(fx: &HashMap<String, Tensor>) -> Vec<ImageTargets> {
     let boxes = |t: &Tensor| -> Vec<[f32; 4]> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
     };
-    [("gt0", (60, 90)), ("gt1", (40, 60))]
+    [("gt0", (60, 90), (64, 96)), ("gt1", (40, 60), (64, 64))]
         .into_iter()
-        .map(|(k, size)| {
+        .map(|(k, size, pad)| {
             let b = boxes(&fx[k]);
-            ImageTargets { labels: vec![0; b.len()], boxes: b, masks: None, img_size: size }
+            let mut t = ImageTargets::new(b.clone(), vec![0; b.len()], size);
+            t.meta.pad_size = pad;
+            t
         })
         .collect()
+}
+
+/// The same targets, both padded to `pad`.
+fn targets_padded(fx: &HashMap<String, Tensor>, pad: (usize, usize)) -> Vec<ImageTargets> {
+    let mut t = targets(fx);
+    t.iter_mut().for_each(|t| t.meta.pad_size = pad);
+    t
+}
+
+fn value(l: &Losses, name: &str) -> f32 {
+    l.get(name).unwrap_or_else(|| panic!("no {name}")).to_scalar::<f32>().unwrap()
 }
 
 #[test]
 fn losses_and_gradients_match_mmdet() {
     let fx = fixture();
     let settings = [
-        ("m", RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0),
-        ("c", RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0.0),
+        ("m", RegLossConfig::L1Loss { loss_weight: 1.0 }, -1),
+        ("c", RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0),
     ];
     for (name, loss_bbox, border) in settings {
         let (store, head) = build(&config(loss_bbox, border), &fx);
         let out = head.forward(&feats(&fx)).unwrap();
         let mut rng = StdRng::seed_from_u64(0);
-        let losses = head.loss_with_pad_shapes(&out, &targets(&fx), &[(64, 96), (64, 64)], &mut rng).unwrap();
-        assert_eq!(losses[0].0, "loss_rpn_cls");
-        assert_eq!(losses[1].0, "loss_rpn_bbox");
-        for (i, key) in ["cls", "bbox"].iter().enumerate() {
-            let got = losses[i].1.to_scalar::<f32>().unwrap();
+        let losses = head.loss(&out, &targets(&fx), &mut rng).unwrap();
+        let names: Vec<&str> = losses.items().iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["loss_rpn_cls", "loss_rpn_bbox"]);
+        for key in ["cls", "bbox"] {
+            let got = value(&losses, &format!("loss_rpn_{key}"));
             let want = fx[&format!("loss_{name}_{key}")].to_vec1::<f32>().unwrap()[0];
             eprintln!("loss_{name}_{key}: {got} vs torch {want}");
             assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "loss_{name}_{key}: {got} vs {want}");
         }
-        let total = (&losses[0].1 + &losses[1].1).unwrap();
+        let total = losses.total().unwrap().unwrap();
         let grads = total.backward().unwrap();
         for (param, var) in store.trainable() {
             let want = &fx[&format!("grad_{name}.{param}")];
@@ -160,11 +181,11 @@ fn batch_pad_size_marks_more_anchors_valid() {
     // With the batch's pad size for both images, image 1's padding anchors become valid
     // negatives, which changes avg_factor and so the loss.
     let fx = fixture();
-    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1), &fx);
     let out = head.forward(&feats(&fx)).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
-    let l = head.loss(&out, &targets(&fx), (64, 96), &mut rng).unwrap();
-    let got = l[0].1.to_scalar::<f32>().unwrap();
+    let l = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut rng).unwrap();
+    let got = value(&l, "loss_rpn_cls");
     let want = fx["loss_m_cls"].to_vec1::<f32>().unwrap()[0];
     assert!((got - want).abs() > 1e-4, "{got} {want}");
 }
@@ -172,13 +193,13 @@ fn batch_pad_size_marks_more_anchors_valid() {
 #[test]
 fn random_sampling_keeps_the_configured_sizes() {
     let fx = fixture();
-    let mut cfg = config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0);
+    let mut cfg = config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1);
     cfg.train.sampler.num = 64;
     let (_, head) = build(&cfg, &fx);
     let out = head.forward(&feats(&fx)).unwrap();
-    let l1 = head.loss(&out, &targets(&fx), (64, 96), &mut StdRng::seed_from_u64(1)).unwrap();
-    let l2 = head.loss(&out, &targets(&fx), (64, 96), &mut StdRng::seed_from_u64(2)).unwrap();
-    let v = |l: &Vec<(String, Tensor)>| l[0].1.to_scalar::<f32>().unwrap();
+    let l1 = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut StdRng::seed_from_u64(1)).unwrap();
+    let l2 = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut StdRng::seed_from_u64(2)).unwrap();
+    let v = |l: &Losses| value(l, "loss_rpn_cls");
     assert!(v(&l1).is_finite() && v(&l2).is_finite());
     assert_ne!(v(&l1), v(&l2));
 }
@@ -186,15 +207,15 @@ fn random_sampling_keeps_the_configured_sizes() {
 #[test]
 fn mismatched_outputs_are_errors() {
     let fx = fixture();
-    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0), &fx);
+    let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1), &fx);
     assert!(head.forward(&feats(&fx)[..4]).is_err());
     let out = head.forward(&feats(&fx)).unwrap();
-    assert!(head.proposals(&out, &[(60, 90)], &proposal_cfg(10, 10, 0.7, 0.0)).is_err());
+    assert!(head.proposals(&out, &metas(&[(60, 90)]), &proposal_cfg(10, 10, 0.7, 0.0)).is_err());
     let mut rng = StdRng::seed_from_u64(0);
-    assert!(head.loss(&out, &targets(&fx)[..1], (64, 96), &mut rng).is_err());
+    assert!(head.loss(&out, &targets(&fx)[..1], &mut rng).is_err());
     let bad = RpnHeadConfig {
         loss_bbox: RegLossConfig::GIoULoss { loss_weight: 1.0 },
-        ..config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1.0)
+        ..config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1)
     };
     let store = ParamStore::new(&Device::Cpu, 0);
     assert!(RpnHead::new(&bad, 8, &store.root()).is_err());
@@ -215,7 +236,7 @@ fn config_parses_with_mmdet_defaults_and_rejects_typos() {
     }"#;
     let cfg: RpnHeadConfig = serde_json::from_str(text).unwrap();
     assert_eq!(cfg.feat_channels, 256);
-    assert_eq!(cfg.bbox_coder, BboxCoderConfig { target_means: [0.0; 4], target_stds: [1.0; 4] });
+    assert_eq!(cfg.bbox_coder, BoxCoderConfig::rpn_default());
     assert_eq!(cfg.loss_bbox, RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 });
     assert!(cfg.train.assigner.match_low_quality);
     assert_eq!(cfg.train.assigner.ignore_iof_thr, -1.0);
@@ -231,20 +252,21 @@ fn config_parses_with_mmdet_defaults_and_rejects_typos() {
 #[test]
 fn images_without_gts_or_inside_anchors_give_finite_losses() {
     let fx = fixture();
-    let (store, head) = build(&config(RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0.0), &fx);
+    let (store, head) = build(&config(RegLossConfig::SmoothL1Loss { beta: 1.0 / 9.0, loss_weight: 1.0 }, 0), &fx);
     let out = head.forward(&feats(&fx)).unwrap();
     let mut t = targets(&fx);
     t[0].boxes.clear();
     t[0].labels.clear();
     // Image 1 is smaller than every anchor: with allowed_border 0 none of its anchors is inside.
-    t[1].img_size = (10, 10);
+    t[1].meta.img_size = (10, 10);
+    t[1].meta.pad_size = (32, 32);
     let mut rng = StdRng::seed_from_u64(0);
-    let l = head.loss_with_pad_shapes(&out, &t, &[(64, 96), (32, 32)], &mut rng).unwrap();
-    let cls = l[0].1.to_scalar::<f32>().unwrap();
-    let bbox = l[1].1.to_scalar::<f32>().unwrap();
+    let l = head.loss(&out, &t, &mut rng).unwrap();
+    let cls = value(&l, "loss_rpn_cls");
+    let bbox = value(&l, "loss_rpn_bbox");
     assert!(cls.is_finite() && cls > 0.0, "{cls}");
     assert_eq!(bbox, 0.0);
-    let grads = (&l[0].1 + &l[1].1).unwrap().backward().unwrap();
+    let grads = l.total().unwrap().unwrap().backward().unwrap();
     for (name, var) in store.trainable() {
         let g = grads.get(var.as_tensor()).unwrap();
         let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();

@@ -1,29 +1,18 @@
 //! Two-stage detectors: a backbone's stage outputs through an FPN, an RPN that proposes boxes,
-//! and RoI heads that classify, refine and segment them. `MaskRCNN` uses the standard RoI head,
-//! `CascadeRCNN` the three-stage cascade; both are the same struct with a different RoI head,
-//! as in mmdetection 2.11, and their parameters carry mmdetection's names (`backbone.`,
-//! `neck.`, `rpn_head.`, `roi_head.`) so the published checkpoints load directly.
+//! and an RoI head that classifies, refines and segments them (`mmdet/models/detectors/
+//! two_stage.py`). `MaskRCNN` has a one-stage RoI head, `CascadeRCNN` a three-stage one; both
+//! are this struct, as in mmdetection 2.11, and their parameters carry mmdetection's names
+//! (`backbone.`, `neck.`, `rpn_head.`, `roi_head.`) so the published checkpoints load directly.
 
 use candle_core::{bail, Result, Tensor};
 use nextdet_backbones::{build_backbone, Backbone, BackboneConfig};
-use nextdet_heads::cascade::{CascadeRoiHead, CascadeRoiHeadConfig};
-use nextdet_heads::roi_head::{StandardRoiHead, StandardRoiHeadConfig};
+use nextdet_heads::roi::{RoiHead, RoiHeadConfig, RoiHeadType};
 use nextdet_heads::rpn::{RpnHead, RpnHeadConfig};
-use nextdet_heads::{ImageTargets, InstanceResult, TestMeta};
+use nextdet_heads::{ImageMeta, ImageTargets, InstanceResult};
 use nextdet_necks::fpn::{Fpn, FpnConfig};
-use nextdet_ops::ParamStore;
+use nextdet_ops::{Losses, ParamStore};
 use rand::rngs::StdRng;
 use serde::Deserialize;
-
-/// The RoI head of a two-stage detector, chosen by its `type` key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type")]
-pub enum RoiHeadConfig {
-    /// One box head and one mask head (Mask R-CNN).
-    StandardRoIHead(Box<StandardRoiHeadConfig>),
-    /// Three box heads at rising IoU and one mask head per stage (Cascade Mask R-CNN).
-    CascadeRoIHead(Box<CascadeRoiHeadConfig>),
-}
 
 /// The neck, chosen by its `type` key.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +20,25 @@ pub enum RoiHeadConfig {
 pub enum NeckConfig {
     /// The feature pyramid (mmdetection's `FPN`).
     FPN(FpnConfig),
+}
+
+/// The two-stage detector types, as a config's `model.type` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorType {
+    /// Mask R-CNN: the RoI head must be a `StandardRoIHead`.
+    MaskRCNN,
+    /// Cascade (Mask) R-CNN: the RoI head must be a `CascadeRoIHead`.
+    CascadeRCNN,
+}
+
+impl DetectorType {
+    /// The RoI head type this detector takes.
+    pub fn roi_head_type(self) -> RoiHeadType {
+        match self {
+            DetectorType::MaskRCNN => RoiHeadType::StandardRoIHead,
+            DetectorType::CascadeRCNN => RoiHeadType::CascadeRoIHead,
+        }
+    }
 }
 
 /// `model: {type: MaskRCNN | CascadeRCNN, backbone, neck, rpn_head, roi_head}`.
@@ -47,10 +55,11 @@ pub struct TwoStageConfig {
     pub roi_head: RoiHeadConfig,
 }
 
-/// The built RoI head.
-enum RoiHead {
-    Standard(Box<StandardRoiHead>),
-    Cascade(Box<CascadeRoiHead>),
+impl TwoStageConfig {
+    /// Whether the model predicts masks.
+    pub fn with_masks(&self) -> bool {
+        self.roi_head.with_masks()
+    }
 }
 
 /// A built two-stage detector and the parameters it reads from.
@@ -59,31 +68,29 @@ pub struct TwoStageDetector {
     neck: Fpn,
     rpn: RpnHead,
     roi: RoiHead,
-    cfg: TwoStageConfig,
+    kind: DetectorType,
     params: ParamStore,
 }
 
 impl TwoStageDetector {
-    /// Builds the detector; `cascade` says which `type` the config named, so that a MaskRCNN
-    /// config with a cascade head (or the reverse) is refused instead of silently accepted.
-    pub fn new(cfg: &TwoStageConfig, cascade: bool, params: ParamStore, seed: u64) -> Result<Self> {
+    /// Builds the detector a `model` section of type `kind` describes; an RoI head of the other
+    /// type (a `MaskRCNN` with a `CascadeRoIHead`) is a config error naming the key.
+    pub fn new(cfg: &TwoStageConfig, kind: DetectorType, params: ParamStore, seed: u64) -> Result<Self> {
+        if cfg.roi_head.kind != kind.roi_head_type() {
+            bail!(
+                "model.roi_head.type: {:?}, but model.type {kind:?} takes {:?}",
+                cfg.roi_head.kind,
+                kind.roi_head_type()
+            );
+        }
         let root = params.root();
         let backbone = build_backbone(&cfg.backbone, &root.pp("backbone"), seed)?;
         let NeckConfig::FPN(fpn) = &cfg.neck;
         let neck = Fpn::new(fpn, &backbone.out_channels(), &root.pp("neck"))?;
         let channels = fpn.out_channels;
         let rpn = RpnHead::new(&cfg.rpn_head, channels, &root.pp("rpn_head"))?;
-        let roi = match (&cfg.roi_head, cascade) {
-            (RoiHeadConfig::StandardRoIHead(c), false) => {
-                RoiHead::Standard(Box::new(StandardRoiHead::new(c, channels, &root.pp("roi_head"))?))
-            }
-            (RoiHeadConfig::CascadeRoIHead(c), true) => {
-                RoiHead::Cascade(Box::new(CascadeRoiHead::new(c, channels, &root.pp("roi_head"))?))
-            }
-            (_, true) => bail!("model type CascadeRCNN needs `roi_head: {{type: CascadeRoIHead}}`"),
-            (_, false) => bail!("model type MaskRCNN needs `roi_head: {{type: StandardRoIHead}}`"),
-        };
-        Ok(Self { backbone, neck, rpn, roi, cfg: cfg.clone(), params })
+        let roi = RoiHead::new(&cfg.roi_head, channels, &root.pp("roi_head"))?;
+        Ok(Self { backbone, neck, rpn, roi, kind, params })
     }
 
     /// The FPN levels of a batch.
@@ -92,26 +99,15 @@ impl TwoStageDetector {
         self.neck.forward(&feats)
     }
 
-    /// The named losses of one training step on `images: [N, 3, H, W]` (normalized, padded).
-    /// `pad_sizes` are each image's own padded `(height, width)` (its size rounded up to the
-    /// pad divisor, before the batch pads it further): mmdetection decides which anchors are
-    /// valid from it.
-    pub fn forward_train(
-        &self,
-        images: &Tensor,
-        targets: &[ImageTargets],
-        pad_sizes: &[(usize, usize)],
-        rng: &mut StdRng,
-    ) -> Result<Vec<(String, Tensor)>> {
+    /// The losses of one training step on `images: [N, 3, H, W]` (normalized, padded to the
+    /// batch's size); `targets[i].meta` carries image `i`'s own sizes.
+    pub fn forward_train(&self, images: &Tensor, targets: &[ImageTargets], rng: &mut StdRng) -> Result<Losses> {
         let feats = self.features(images, true)?;
         let rpn_out = self.rpn.forward(&feats)?;
-        let mut losses = self.rpn.loss_with_pad_shapes(&rpn_out, targets, pad_sizes, rng)?;
-        let sizes: Vec<(usize, usize)> = targets.iter().map(|t| t.img_size).collect();
-        let proposals = self.rpn.proposals(&rpn_out, &sizes, &self.cfg.rpn_head.train_proposals)?;
-        losses.extend(match &self.roi {
-            RoiHead::Standard(head) => head.forward_train(&feats, &proposals, targets, rng)?,
-            RoiHead::Cascade(head) => head.forward_train(&feats, &proposals, targets, rng)?,
-        });
+        let mut losses = self.rpn.loss(&rpn_out, targets, rng)?;
+        let metas: Vec<ImageMeta> = targets.iter().map(|t| t.meta.clone()).collect();
+        let proposals = self.rpn.proposals(&rpn_out, &metas, &self.rpn.config().train_proposals)?;
+        losses.extend(self.roi.forward_train(&feats, &proposals, targets, rng)?);
         Ok(losses)
     }
 
@@ -120,27 +116,23 @@ impl TwoStageDetector {
     /// candle records the graph of every op on a parameter; at test time nothing is
     /// differentiated, so each stage's outputs are detached to free the activations behind them
     /// (the backbone's, at 800x1333, are most of the memory).
-    pub fn predict(&self, images: &Tensor, metas: &[TestMeta]) -> Result<Vec<InstanceResult>> {
+    pub fn predict(&self, images: &Tensor, metas: &[ImageMeta]) -> Result<Vec<InstanceResult>> {
         let detach_all = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.detach()).collect::<Vec<_>>();
         let feats = detach_all(self.backbone.forward(images, false)?);
         let feats = detach_all(self.neck.forward(&feats)?);
-        let mut rpn_out = self.rpn.forward(&feats)?;
-        rpn_out.cls = detach_all(rpn_out.cls);
-        rpn_out.reg = detach_all(rpn_out.reg);
-        let sizes: Vec<(usize, usize)> = metas.iter().map(|m| m.img_size).collect();
-        let proposals = self.rpn.proposals(&rpn_out, &sizes, &self.cfg.rpn_head.test_proposals)?;
-        match &self.roi {
-            RoiHead::Standard(head) => head.simple_test(&feats, &proposals, metas),
-            RoiHead::Cascade(head) => head.simple_test(&feats, &proposals, metas),
-        }
+        let rpn_out = self.rpn.forward(&feats)?.detach();
+        let proposals = self.rpn.proposals(&rpn_out, metas, &self.rpn.config().test_proposals)?;
+        self.roi.simple_test(&feats, &proposals, metas)
     }
 
     /// Whether the model predicts masks.
     pub fn with_masks(&self) -> bool {
-        match &self.cfg.roi_head {
-            RoiHeadConfig::StandardRoIHead(c) => c.mask_head.is_some(),
-            RoiHeadConfig::CascadeRoIHead(c) => c.mask_head.is_some(),
-        }
+        self.roi.with_masks()
+    }
+
+    /// Which detector this is.
+    pub fn kind(&self) -> DetectorType {
+        self.kind
     }
 
     /// The parameters (to load a checkpoint into, or to train).

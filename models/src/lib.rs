@@ -3,13 +3,16 @@
 //! `ImageClassifier` is any backbone with its classification head; `MaskRCNN` and
 //! `CascadeRCNN` are [`detector::TwoStageDetector`]s (backbone, FPN, RPN, RoI heads).
 
+#![deny(missing_docs)]
+
 use candle_core::{Result, Tensor};
 use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
 
 pub mod detector;
-pub use detector::{RoiHeadConfig, TwoStageConfig, TwoStageDetector};
+pub use detector::{DetectorType, NeckConfig, TwoStageConfig, TwoStageDetector};
+pub use nextdet_heads::roi::RoiHeadConfig;
 
 /// The `model` section of a config, chosen by its `type` key.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +24,17 @@ pub enum ModelConfig {
     MaskRCNN(TwoStageConfig),
     /// Cascade (Mask) R-CNN: backbone, FPN, RPN and the three-stage cascade RoI head.
     CascadeRCNN(TwoStageConfig),
+}
+
+impl ModelConfig {
+    /// The detector's config and type, when the model is a detector.
+    pub fn detector(&self) -> Option<(&TwoStageConfig, DetectorType)> {
+        match self {
+            ModelConfig::ImageClassifier(_) => None,
+            ModelConfig::MaskRCNN(c) => Some((c, DetectorType::MaskRCNN)),
+            ModelConfig::CascadeRCNN(c) => Some((c, DetectorType::CascadeRCNN)),
+        }
+    }
 }
 
 /// `model: {type: ImageClassifier, backbone: {...}, num_classes: N}`.
@@ -85,7 +99,9 @@ pub fn build_model(cfg: &ModelConfig, device: &candle_core::Device, seed: u64) -
     let params = ParamStore::new(device, seed);
     Ok(match cfg {
         ModelConfig::ImageClassifier(c) => Model::Classifier(ImageClassifier::new(c, params, seed)?),
-        ModelConfig::MaskRCNN(c) => Model::Detector(Box::new(TwoStageDetector::new(c, false, params, seed)?)),
-        ModelConfig::CascadeRCNN(c) => Model::Detector(Box::new(TwoStageDetector::new(c, true, params, seed)?)),
+        ModelConfig::MaskRCNN(c) | ModelConfig::CascadeRCNN(c) => {
+            let (_, kind) = cfg.detector().expect("a detector config");
+            Model::Detector(Box::new(TwoStageDetector::new(c, kind, params, seed)?))
+        }
     })
 }

@@ -19,8 +19,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use nextdet_engine::config::Config;
-use nextdet_heads::{InstanceResult, TestMeta};
-use nextdet_models::{ModelConfig, TwoStageDetector};
+use nextdet_heads::{ImageMeta, InstanceResult};
+use nextdet_models::{DetectorType, ModelConfig, TwoStageDetector};
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -91,11 +91,9 @@ fn input_batch() -> Tensor {
 fn detector(config: &str, cascade: bool, roi_file: &str) -> TwoStageDetector {
     let cfg = Config::from_file(root().join("tests/configs").join(config)).expect("config loads");
     let model: ModelConfig = cfg.section("model").expect("model section");
-    let two_stage = match (model, cascade) {
-        (ModelConfig::MaskRCNN(c), false) | (ModelConfig::CascadeRCNN(c), true) => c,
-        _ => panic!("{config}: unexpected model type"),
-    };
-    let det = TwoStageDetector::new(&two_stage, cascade, ParamStore::new(&Device::Cpu, 0), 0).expect("detector builds");
+    let (two_stage, kind) = model.detector().unwrap_or_else(|| panic!("{config}: not a detector"));
+    assert_eq!(kind == DetectorType::CascadeRCNN, cascade, "{config}: unexpected model type");
+    let det = TwoStageDetector::new(two_stage, kind, ParamStore::new(&Device::Cpu, 0), 0).expect("detector builds");
     let mut weights = load("common.safetensors");
     weights.extend(load(roi_file));
     let report = det.params().load(&weights).expect("load");
@@ -166,7 +164,12 @@ fn run(config: &str, cascade: bool, roi_file: &str, pick: impl Fn(&Fixture) -> &
     let fx = fixture();
     let det = detector(config, cascade, roi_file);
     assert!(det.with_masks());
-    let meta = TestMeta { img_size: fx.meta.img_size, ori_size: fx.meta.ori_size, scale_factor: fx.meta.scale_factor };
+    let meta = ImageMeta {
+        img_size: fx.meta.img_size,
+        ori_size: fx.meta.ori_size,
+        scale_factor: fx.meta.scale_factor,
+        ..ImageMeta::of_input(fx.meta.img_size)
+    };
     assert_ne!(meta.scale_factor, [1.0, 1.0], "the fixture must exercise rescaling");
     let results = det.predict(&input_batch(), &[meta]).expect("predict");
     assert_eq!(results.len(), 1);

@@ -106,7 +106,7 @@ fn main() -> Result<()> {
             "paste + RLE counts",
             best_ms(runs, || {
                 let m = paste_masks(&masks, &boxes, (H, W), 0.5)?;
-                Ok(m.iter().map(|m| m.rle_counts()).collect::<Vec<_>>())
+                Ok(m.iter().map(|m| m.to_rle().counts).collect::<Vec<_>>())
             })?,
         ),
     ];

@@ -149,6 +149,10 @@ impl Boxes {
     }
 }
 
+/// The floor of a union (or area) that divides an intersection: mmdetection's
+/// `bbox_overlaps(eps=1e-6)`, so an empty union gives 0 and ties fall as mmdetection's do.
+const EPS: f32 = 1e-6;
+
 /// Which pairwise overlap a kernel computes.
 #[derive(Clone, Copy, PartialEq)]
 enum Overlap {
@@ -230,20 +234,20 @@ multiversion! {
                     for j in 0..m {
                         let inter = intersection(a, bx1[j], by1[j], bx2[j], by2[j]);
                         let union = aarea + barea[j] - inter;
-                        row[j] = if union > 0.0 { inter / union } else { 0.0 };
+                        row[j] = inter / fmax(union, EPS);
                     }
                 }
                 1 => {
                     for j in 0..m {
                         let inter = intersection(a, bx1[j], by1[j], bx2[j], by2[j]);
-                        row[j] = if aarea > 0.0 { inter / aarea } else { 0.0 };
+                        row[j] = inter / fmax(aarea, EPS);
                     }
                 }
                 _ => {
                     for j in 0..m {
                         let inter = intersection(a, bx1[j], by1[j], bx2[j], by2[j]);
                         let union = aarea + barea[j] - inter;
-                        let iou = if union > 0.0 { inter / union } else { 0.0 };
+                        let iou = inter / fmax(union, EPS);
                         let ew = fmax(fmax(a[2], bx2[j]) - fmin(a[0], bx1[j]), 0.0);
                         let eh = fmax(fmax(a[3], by2[j]) - fmin(a[1], by1[j]), 0.0);
                         let enclose = ew * eh;
@@ -272,15 +276,16 @@ fn pairwise(op: &str, a: &Boxes, b: &Boxes, mode: Overlap) -> Result<Tensor> {
     Tensor::from_vec(out, (n, m), device)
 }
 
-/// `[N, M]` intersection over union `inter / (area_a + area_b - inter)` of every pair, as
-/// torchvision's `box_iou`, except that a pair whose union is not positive (two empty boxes)
-/// gives 0 instead of NaN. Not differentiable (see [`aligned_giou`] for losses).
+/// `[N, M]` intersection over union `inter / max(area_a + area_b - inter, 1e-6)` of every pair:
+/// mmdetection's `bbox_overlaps` (the one IoU of the project: the assigners, the evaluation of
+/// proposals and the tests use it), torchvision's `box_iou` for any pair with a union above
+/// `1e-6` (an empty union gives 0 instead of NaN). Not differentiable (see [`aligned_giou`]).
 pub fn box_iou(a: &Boxes, b: &Boxes) -> Result<Tensor> {
     pairwise("box_iou", a, b, Overlap::Iou)
 }
 
-/// `[N, M]` intersection over the area of the first box, `inter / area_a` (mmdet's `iof`,
-/// used to test boxes against ignore regions); 0 where `area_a` is not positive.
+/// `[N, M]` intersection over the area of the first box, `inter / max(area_a, 1e-6)` (mmdet's
+/// `iof`, used to test candidates against ignore regions).
 pub fn box_iof(a: &Boxes, b: &Boxes) -> Result<Tensor> {
     pairwise("box_iof", a, b, Overlap::Iof)
 }

@@ -18,6 +18,7 @@ pub mod gelu;
 mod gemm;
 pub mod layer_norm;
 pub mod linear;
+pub mod losses;
 pub mod params;
 pub mod residual;
 
@@ -28,6 +29,7 @@ pub use drop_path::{drop_path, drop_path_scales};
 pub use gelu::bias_gelu;
 pub use layer_norm::{layer_norm, layer_norm_channels_first};
 pub use linear::linear_no_bias;
+pub use losses::{LossItem, LossKind, Losses};
 pub use params::{Init, LoadReport, ParamStore, Scope};
 pub use residual::{layer_scale_drop_path_residual, layer_scale_residual};
 pub mod mask_paste;

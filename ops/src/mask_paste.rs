@@ -20,7 +20,7 @@
 //! A pasted mask is therefore stored as its window only ([`PastedMask`]): a box of 300 x 200
 //! pixels in an 800 x 1216 image costs 60 kB instead of 1 MB, and nothing is spent on zeros.
 //! The window is stored **column-major**, the order of COCO's run-length encoding, so
-//! [`BinaryMask::rle_counts`] walks it once to give the uncompressed COCO RLE counts;
+//! [`BinaryMask::to_rle`] walks it once to give the COCO run-length encoding;
 //! [`PastedMask::to_dense`] and [`binary_masks_to_tensor`] give full row-major images.
 //!
 //! **Mask targets** follow mmdet 2.11 `mask_target_single` / `BitmapMasks.crop_and_resize`
@@ -32,6 +32,7 @@
 
 use crate::cpu::multiversion;
 use candle_core::{bail, CpuStorage, DType, Device, Result, Storage, Tensor};
+use nextdet_structures::{Rle, RunLengthEncoder};
 use rayon::prelude::*;
 
 /// The rectangle `[y0, y1) x [x0, x1)` of image pixels that a pasted mask stores; pixels
@@ -134,51 +135,23 @@ impl BinaryMask {
         self.data.iter().map(|&v| v as usize).sum()
     }
 
-    /// The uncompressed COCO run-length encoding of the whole image: alternating run lengths
-    /// of 0s and 1s in column-major order, starting with a (possibly empty) run of 0s, summing
-    /// to `height * width`: pycocotools' `counts` as `rleToString` compresses them (nonzero
+    /// The COCO run-length encoding of the whole image (pycocotools' `mask.encode`; nonzero
     /// pixels count as 1). Walks the window once; the zeros around it cost one step per column.
-    pub fn rle_counts(&self) -> Vec<u32> {
+    pub fn to_rle(&self) -> Rle {
         let (h, w) = (self.height as u64, &self.window);
-        let mut rle = Rle { counts: Vec::new(), value: 0, run: 0 };
-        rle.push(0, w.x0 as u64 * h);
+        let mut rle = RunLengthEncoder::new();
+        rle.push(false, w.x0 as u64 * h);
         if !w.is_empty() {
             for col in self.data.chunks_exact(w.height()) {
-                rle.push(0, w.y0 as u64);
+                rle.push(false, w.y0 as u64);
                 for &v in col {
-                    rle.push(v.min(1), 1);
+                    rle.push(v != 0, 1);
                 }
-                rle.push(0, h - w.y1 as u64);
+                rle.push(false, h - w.y1 as u64);
             }
         }
-        rle.push(0, (self.width - w.x0 - w.width()) as u64 * h);
-        rle.finish()
-    }
-}
-
-/// Run-length accumulator for [`BinaryMask::rle_counts`].
-struct Rle {
-    counts: Vec<u32>,
-    value: u8,
-    run: u64,
-}
-
-impl Rle {
-    fn push(&mut self, value: u8, len: u64) {
-        if len == 0 {
-            return;
-        }
-        if value != self.value {
-            self.counts.push(self.run as u32);
-            self.value = value;
-            self.run = 0;
-        }
-        self.run += len;
-    }
-
-    fn finish(mut self) -> Vec<u32> {
-        self.counts.push(self.run as u32);
-        self.counts
+        rle.push(false, (self.width - w.x0 - w.width()) as u64 * h);
+        rle.finish(self.height as u32, self.width as u32).expect("the runs cover the mask's image")
     }
 }
 
@@ -524,10 +497,10 @@ mod tests {
             data: vec![1, 0, 1, 1],
         };
         // column-major image: col0 0000, col1 0100, col2 0110
-        assert_eq!(m.rle_counts(), vec![5, 1, 3, 2, 1]);
+        assert_eq!(m.to_rle().counts, vec![5, 1, 3, 2, 1]);
         assert_eq!(m.to_dense(), vec![0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0]);
         assert_eq!(m.area(), 3);
         let empty = BinaryMask { height: 2, width: 2, window: MaskWindow::default(), data: vec![] };
-        assert_eq!(empty.rle_counts(), vec![4]);
+        assert_eq!(empty.to_rle().counts, vec![4]);
     }
 }

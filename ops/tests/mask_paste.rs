@@ -80,7 +80,7 @@ fn check_paste_case(case: &str) {
         }
         assert!(near <= 2, "case {case} mask {k}: {near} near-threshold mismatches");
         near_total += near;
-        assert_eq!(b.rle_counts(), dense_rle(&dense_bits, h, w), "case {case} mask {k}: RLE");
+        assert_eq!(b.to_rle().counts, dense_rle(&dense_bits, h, w), "case {case} mask {k}: RLE");
         assert_eq!(b.area(), dense_bits.iter().map(|&v| v as usize).sum::<usize>());
     }
     eprintln!("case {case}: max soft diff {max_diff:e}, {near_total} near-threshold bit mismatches");
@@ -153,7 +153,7 @@ fn paste_degenerate_inputs_are_finite_or_errors() {
     assert!(none.is_empty());
     assert_eq!(binary_masks_to_tensor(&none).unwrap().dims(), [0, 0, 0]);
     let tiny = paste_masks(&masks, &boxes, (0, 0), 0.5).unwrap();
-    assert!(tiny.iter().all(|m| m.window.is_empty() && m.rle_counts() == vec![0]));
+    assert!(tiny.iter().all(|m| m.window.is_empty() && m.to_rle().counts == vec![0]));
     // Bad shapes and dtypes are errors, not panics.
     assert!(paste_masks(&masks, &boxes.narrow(0, 0, 4).unwrap(), (10, 12), 0.5).is_err());
     assert!(paste_masks(&masks.flatten_from(1).unwrap(), &boxes, (10, 12), 0.5).is_err());

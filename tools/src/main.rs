@@ -1,23 +1,23 @@
-//! `nextdet`: the command line of the framework, one binary with subcommands (DESIGN.md,
-//! "Command line"). Progress and messages go to stderr; `--json` puts one JSON document on
+//! `nextdet`: the command line of the framework, one binary with subcommands over the
+//! `nextdet-apis` library. This crate parses arguments, prints and sets exit codes; the work
+//! is in the library. Progress and messages go to stderr; `--json` puts one JSON document on
 //! stdout.
 
-mod benchmark;
-mod classify;
 mod coco_eval;
-mod common;
 mod convert;
-mod detection;
-mod infer;
+mod logging;
 mod make_shapes;
-mod test_det;
-mod train;
-mod train_cls;
-mod train_det;
+mod print;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use nextdet_apis::{BenchMode, BenchOptions, Resume, TestOptions, TrainOptions};
+use nextdet_engine::trainer::FitOutcome;
 use std::path::PathBuf;
+
+/// The exit status of a run stopped by Ctrl-C (after saving its `interrupted` checkpoint), as a
+/// shell reports a process ended by SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// ConvNeXt detection, segmentation and classification on candle.
 #[derive(Parser)]
@@ -26,8 +26,22 @@ struct Cli {
     /// Worker threads for the CPU kernels (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Only errors and warnings on stderr.
+    #[arg(long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Debug messages too (`RUST_LOG` sets the filter in full, e.g. `nextdet_engine=debug`).
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--cfg-options a.b.c=value ...`: overrides of config keys (YAML values).
+#[derive(clap::Args)]
+struct Overrides {
+    /// Overrides `a.b.c=value` (YAML scalars or lists).
+    #[arg(long, num_args = 1..)]
+    cfg_options: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -35,9 +49,8 @@ enum Command {
     /// Print a config with its `_base_` files merged and overrides applied.
     PrintConfig {
         config: PathBuf,
-        /// Overrides `a.b.c=value` (YAML scalars or lists).
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Convert a checkpoint (.pth or safetensors, official or timm names) to safetensors.
     ConvertWeights { input: PathBuf, output: PathBuf },
@@ -51,18 +64,19 @@ enum Command {
         topk: usize,
         #[arg(long)]
         json: bool,
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        #[command(flatten)]
+        o: Overrides,
     },
-    /// Evaluate a checkpoint on the config's test set (classification: top-1 / top-5).
+    /// Evaluate a checkpoint on the config's test split: COCO AP for detectors, top-1 / top-5
+    /// for classifiers.
     Test {
         config: PathBuf,
         checkpoint: PathBuf,
-        /// Metrics to compute: `top1` (with top-5) for classifiers; `bbox segm` for detectors.
+        /// Metrics: `bbox segm` for detectors (default: both with masks); `top1` for classifiers.
         #[arg(long, num_args = 1..)]
         eval: Vec<String>,
-        /// Classifiers: where to write the metrics JSON. Detectors: where to write the COCO
-        /// results (`<stem>.bbox.json`, `<stem>.segm.json`).
+        /// Detectors: where to write the COCO results (`<stem>.bbox.json`, `<stem>.segm.json`).
+        /// Classifiers: the metrics JSON.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Detectors: draw every test image with its detections into this folder.
@@ -73,8 +87,8 @@ enum Command {
         show_score_thr: f32,
         #[arg(long)]
         json: bool,
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Time a model's forward (or forward and backward) pass on random input.
     Benchmark {
@@ -83,7 +97,7 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "infer")]
-        mode: benchmark::Mode,
+        mode: ModeArg,
         #[arg(long, default_value_t = 1)]
         batch: usize,
         /// Input size `HxW`.
@@ -95,8 +109,8 @@ enum Command {
         warmup: usize,
         #[arg(long)]
         json: bool,
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Train a model from a config: checkpoints, metrics.jsonl and curves.png in the work dir.
     Train {
@@ -113,8 +127,12 @@ enum Command {
         /// Overrides the config's `runner.seed`.
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        /// Start a new run in a work dir that holds another one, moving the old run's files into
+        /// `<work dir>/previous_runs/<n>/` first.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Run a detector on images: a PNG with boxes, names, scores and masks, and a JSON, per image.
     Infer {
@@ -129,8 +147,8 @@ enum Command {
         score_thr: f32,
         #[arg(long)]
         json: bool,
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Evaluate COCO results against COCO ground truth, as pycocotools does: the 12 stats and
     /// a per-category AP table.
@@ -165,6 +183,15 @@ enum Command {
     },
 }
 
+/// What one benchmark iteration runs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ModeArg {
+    /// Forward pass in evaluation mode.
+    Infer,
+    /// A training step: forward in training mode, the loss, backward and an AdamW step.
+    Train,
+}
+
 /// Keeps freed memory in the process instead of returning it to the kernel after every op.
 ///
 /// A forward pass allocates and frees tensors of tens of megabytes; glibc serves those with
@@ -186,6 +213,9 @@ fn keep_freed_memory() {
 /// records the size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
 /// multiply, and without the variable std re-reads the cgroup files each time.
 fn configure_threads(requested: Option<usize>) -> Result<()> {
+    if requested == Some(0) {
+        anyhow::bail!("--threads must be at least 1");
+    }
     let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
     let n = match requested.or(from_env) {
         Some(n) => n,
@@ -224,60 +254,95 @@ fn error_report(e: &anyhow::Error) -> String {
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
+    logging::init(cli.quiet, cli.verbose);
     if let Err(e) = configure_threads(cli.threads) {
         eprintln!("error: {}", error_report(&e));
         std::process::exit(2);
     }
-    if let Err(e) = run(cli.command) {
-        eprintln!("error: {}", error_report(&e));
-        std::process::exit(1);
+    match run(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {}", error_report(&e));
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(command: Command) -> Result<()> {
+/// Runs a command; the exit status on success.
+fn run(command: Command) -> Result<i32> {
+    let load = |config: &PathBuf, o: &Overrides| nextdet_apis::load_config(config, &o.cfg_options);
     match command {
-        Command::PrintConfig { config, cfg_options } => {
-            print!("{}", common::load_config(&config, &cfg_options)?.to_yaml_string()?);
-            Ok(())
-        }
-        Command::ConvertWeights { input, output } => convert::run(&input, &output),
-        Command::Classify { config, checkpoint, images, topk, json, cfg_options } => {
-            classify::classify(&config, &checkpoint, &images, topk, json, &cfg_options)
-        }
-        Command::Test { config, checkpoint, eval, out, show_dir, show_score_thr, json, cfg_options } => {
-            match common::model_kind(&common::load_config(&config, &cfg_options)?)? {
-                common::ModelKind::Classifier => {
-                    let eval = if eval.is_empty() { vec!["top1".to_string()] } else { eval };
-                    classify::test(&config, &checkpoint, &eval, out.as_deref(), json, &cfg_options)
-                }
-                common::ModelKind::Detector => {
-                    let opts = test_det::TestOptions {
-                        eval: &eval,
-                        out: out.as_deref(),
-                        show_dir: show_dir.as_deref(),
-                        score_thr: show_score_thr,
-                        json,
-                    };
-                    test_det::run(&config, &checkpoint, &opts, &cfg_options)
+        Command::PrintConfig { config, o } => print!("{}", load(&config, &o)?.to_yaml_string()?),
+        Command::ConvertWeights { input, output } => convert::run(&input, &output)?,
+        Command::Classify { config, checkpoint, images, topk, json, o } => {
+            let classifier = nextdet_apis::init_classifier(&load(&config, &o)?, &checkpoint)?;
+            let mut all = Vec::new();
+            for chunk in images.chunks(8) {
+                let paths: Vec<&std::path::Path> = chunk.iter().map(PathBuf::as_path).collect();
+                for (path, top) in chunk.iter().zip(classifier.classify_files(&paths, topk)?) {
+                    if !json {
+                        print::classification(path, &top);
+                    }
+                    all.push(serde_json::json!({"image": path, "topk": top}));
                 }
             }
-        }
-        Command::Benchmark { config, checkpoint, mode, batch, shape, iters, warmup, json, cfg_options } => {
-            let opts = benchmark::Options { mode, batch, shape, iters, warmup, json };
-            benchmark::run(&config, checkpoint.as_deref(), &opts, &cfg_options)
-        }
-        Command::Train { config, work_dir, resume, load_from, seed, cfg_options } => {
-            let opts = train::TrainOptions { config, work_dir, resume, load_from, seed };
-            let cfg = common::load_config(&opts.config, &cfg_options)?;
-            match common::model_kind(&cfg)? {
-                common::ModelKind::Classifier => train_cls::run(&cfg, &opts),
-                common::ModelKind::Detector => train_det::run(&cfg, &opts),
+            if json {
+                println!("{}", serde_json::Value::Array(all));
             }
         }
-        Command::Infer { config, checkpoint, images, out_dir, score_thr, json, cfg_options } => {
-            infer::run(&config, &checkpoint, &images, &out_dir, score_thr, json, &cfg_options)
+        Command::Test { config, checkpoint, eval, out, show_dir, show_score_thr, json, o } => {
+            let opts = TestOptions { eval, out, show_dir, show_score_thr };
+            let report = nextdet_apis::test(&load(&config, &o)?, &checkpoint, &opts)?;
+            print::test_report(&report, &config, &checkpoint, json);
         }
-        Command::CocoEval { gt, dt, iou_type, json } => coco_eval::run(&gt, &dt, iou_type, json),
-        Command::MakeShapes { dir, task, train, val, seed } => make_shapes::run(&dir, task, train, val, seed),
+        Command::Benchmark { config, checkpoint, mode, batch, shape, iters, warmup, json, o } => {
+            let mode = match mode {
+                ModeArg::Infer => BenchMode::Infer,
+                ModeArg::Train => BenchMode::Train,
+            };
+            let opts =
+                BenchOptions { mode, batch, shape: nextdet_apis::benchmark::parse_shape(&shape)?, iters, warmup };
+            let report = nextdet_apis::benchmark(&load(&config, &o)?, checkpoint.as_deref(), &opts)?;
+            print::benchmark(&report, &config, &opts, json);
+        }
+        Command::Train { config, work_dir, resume, load_from, seed, overwrite, o } => {
+            let resume = match resume {
+                None => Resume::No,
+                Some(None) => Resume::Latest,
+                Some(Some(path)) => Resume::From(path),
+            };
+            let opts = TrainOptions { work_dir, resume, load_from, seed, overwrite, hooks: Vec::new() };
+            let report = nextdet_apis::train(&load(&config, &o)?, opts)?;
+            if let Some(best) = &report.best {
+                eprintln!("best {}: {:.4} (epoch {})", best.name, best.value, best.epoch);
+            }
+            return Ok(match report.outcome {
+                FitOutcome::Interrupted { checkpoint } => {
+                    eprintln!(
+                        "interrupted; saved {}; resume with `nextdet train {} --resume`",
+                        checkpoint.display(),
+                        config.display()
+                    );
+                    EXIT_INTERRUPTED
+                }
+                FitOutcome::Completed { .. } => {
+                    eprintln!("done; the checkpoints and metrics.jsonl are in {}", report.work_dir.display());
+                    0
+                }
+            });
+        }
+        Command::Infer { config, checkpoint, images, out_dir, score_thr, json, o } => {
+            let detector = nextdet_apis::init_detector(&load(&config, &o)?, &checkpoint)?;
+            let records = nextdet_apis::infer::infer_files(&detector, &images, &out_dir, score_thr, |r| {
+                let n = r.json["detections"].as_array().map_or(0, Vec::len);
+                eprintln!("{}: {n} detections >= {score_thr}, drawn to {}", r.image.display(), r.drawing.display());
+            })?;
+            if json {
+                println!("{}", serde_json::Value::Array(records.into_iter().map(|r| r.json).collect()));
+            }
+        }
+        Command::CocoEval { gt, dt, iou_type, json } => coco_eval::run(&gt, &dt, iou_type, json)?,
+        Command::MakeShapes { dir, task, train, val, seed } => make_shapes::run(&dir, task, train, val, seed)?,
     }
+    Ok(0)
 }

@@ -20,17 +20,17 @@
 //! `poly2mask=True`. The structure of every kept annotation is checked when the dataset is
 //! opened, so a broken file fails at start, not hours into training.
 
+mod json;
+mod segmentation;
+
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-
-use nextdet_evaluation::Rle;
 
 use crate::image_io::{load_rgb8, ImageIoError};
 use crate::sample::{Bitmap, DetSample, ImageMeta};
+use json::RawFile;
+use segmentation::check_segmentation;
+pub use segmentation::Segmentation;
 
 /// How a [`CocoDataset`] reads its annotations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,23 +188,6 @@ pub struct ImageInfo {
     pub height: usize,
 }
 
-/// A segmentation as stored in the annotation file, checked for structure.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Segmentation {
-    /// Polygons `[x0, y0, x1, y1, ...]` in pixel coordinates; the mask is their union.
-    Polygons(Vec<Vec<f64>>),
-    /// Run lengths over the column-major `height x width` mask, starting with a run of zeros
-    /// (compressed string counts are decoded when the file is opened).
-    Rle {
-        /// Mask height.
-        height: usize,
-        /// Mask width.
-        width: usize,
-        /// Run lengths, summing to `height * width`.
-        counts: Vec<u32>,
-    },
-}
-
 /// A kept, non-crowd object of one image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CocoObject {
@@ -237,197 +220,6 @@ pub struct CocoDataset {
     images: Vec<ImageInfo>,
     annotations: Vec<ImageAnnotations>,
 }
-
-// ---- JSON structure ----
-
-#[derive(Deserialize)]
-struct RawFile {
-    images: Vec<RawImage>,
-    #[serde(default)]
-    annotations: Vec<RawAnn>,
-    categories: Vec<RawCategory>,
-}
-
-#[derive(Deserialize)]
-struct RawImage {
-    id: u64,
-    file_name: String,
-    width: usize,
-    height: usize,
-}
-
-#[derive(Deserialize)]
-struct RawCategory {
-    id: u64,
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct RawAnn {
-    id: u64,
-    image_id: u64,
-    category_id: u64,
-    bbox: Vec<f64>,
-    area: Option<f64>,
-    #[serde(default, deserialize_with = "flag")]
-    iscrowd: bool,
-    #[serde(default, deserialize_with = "flag")]
-    ignore: bool,
-    segmentation: Option<RawSegm>,
-}
-
-enum RawSegm {
-    Polygons(Vec<Vec<f64>>),
-    Rle { size: Vec<u64>, counts: RawCounts },
-}
-
-enum RawCounts {
-    List(Vec<i64>),
-    Str(String),
-}
-
-/// A Python-truthy flag: `true`/`false`, a number (non-zero is true) or `null`.
-fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a boolean or a number")
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
-            Ok(v != 0)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
-            Ok(v != 0)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
-            Ok(v != 0.0)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-            Ok(false)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-impl<'de> Deserialize<'de> for RawSegm {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawSegm;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a segmentation: a list of polygons or an RLE object {size, counts}")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSegm, A::Error> {
-                let mut polys = Vec::new();
-                while let Some(p) = seq.next_element::<Vec<f64>>()? {
-                    polys.push(p);
-                }
-                Ok(RawSegm::Polygons(polys))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSegm, A::Error> {
-                let (mut size, mut counts) = (None, None);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "size" => size = Some(map.next_value::<Vec<u64>>()?),
-                        "counts" => counts = Some(map.next_value::<RawCounts>()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                let size = size.ok_or_else(|| de::Error::missing_field("size"))?;
-                let counts = counts.ok_or_else(|| de::Error::missing_field("counts"))?;
-                Ok(RawSegm::Rle { size, counts })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawCounts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawCounts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("RLE counts: a list of integers or a compressed string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCounts, E> {
-                Ok(RawCounts::Str(v.to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCounts, A::Error> {
-                let mut v = Vec::new();
-                while let Some(c) = seq.next_element::<i64>()? {
-                    v.push(c);
-                }
-                Ok(RawCounts::List(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-// ---- RLE helpers (pycocotools' formats) ----
-
-/// Decodes pycocotools' compressed RLE string (`rleFrString`) of a `height x width` mask into
-/// run lengths, with `nextdet_evaluation::Rle`'s codec: every character and the coverage of the
-/// mask are checked.
-pub fn decode_rle_string(s: &str, height: usize, width: usize) -> Result<Vec<u32>, String> {
-    Rle::from_counts_string(s, height as u32, width as u32)
-        .map(|r| r.counts)
-        .map_err(|e| format!("compressed RLE string: {e}"))
-}
-
-/// Encodes run lengths as pycocotools' compressed RLE string (`rleToString`), the inverse of
-/// [`decode_rle_string`].
-pub fn encode_rle_string(counts: &[u32]) -> String {
-    Rle { height: 0, width: 0, counts: counts.to_vec() }.counts_string()
-}
-
-/// Expands column-major run lengths (zeros first) into a row-major `height x width` mask.
-/// The caller checks that the counts sum to `height * width`; extra runs are cut off.
-pub fn rle_to_bitmap(counts: &[u32], height: usize, width: usize) -> Bitmap {
-    let mut mask = Bitmap::zeros(width, height);
-    let total = height * width;
-    let mut pos = 0usize;
-    for (i, &c) in counts.iter().enumerate() {
-        let end = (pos + c as usize).min(total);
-        if i % 2 == 1 {
-            for j in pos..end {
-                // Column-major index j is pixel (x = j / height, y = j % height).
-                mask.data[(j % height) * width + j / height] = 1;
-            }
-        }
-        pos = end;
-    }
-    mask
-}
-
-/// The column-major run lengths (zeros first) of a mask, as COCO stores them.
-pub fn bitmap_to_rle(mask: &Bitmap) -> Vec<u32> {
-    let (h, w) = (mask.height, mask.width);
-    let mut counts = Vec::new();
-    let (mut current, mut run) = (0u8, 0u32);
-    for x in 0..w {
-        for y in 0..h {
-            let v = (mask.data[y * w + x] != 0) as u8;
-            if v != current {
-                counts.push(run);
-                run = 0;
-                current = v;
-            }
-            run += 1;
-        }
-    }
-    counts.push(run);
-    counts
-}
-
-// ---- the dataset ----
 
 impl CocoDataset {
     /// Reads and checks the annotation file; images are looked up under `img_dir` (nothing is
@@ -655,14 +447,7 @@ impl CocoDataset {
                 image_id: info.id,
                 reason,
             };
-            masks.push(match segm {
-                Segmentation::Polygons(polys) => {
-                    let data = nextdet_evaluation::polygons_to_mask(polys, info.height as u32, info.width as u32)
-                        .map_err(|e| bad(e.to_string()))?;
-                    Bitmap { width: info.width, height: info.height, data }
-                }
-                Segmentation::Rle { height, width, counts } => rle_to_bitmap(counts, *height, *width),
-            });
+            masks.push(segm.to_bitmap(info).map_err(bad)?);
         }
         Ok(masks)
     }
@@ -702,81 +487,5 @@ impl CocoDataset {
             index: i,
             len: self.images.len(),
         })
-    }
-}
-
-/// Checks a segmentation's structure against its image and converts it.
-fn check_segmentation(segm: &RawSegm, info: &ImageInfo) -> Result<Segmentation, String> {
-    match segm {
-        RawSegm::Polygons(polys) => {
-            if polys.is_empty() {
-                return Err("the segmentation is an empty list of polygons".into());
-            }
-            for (k, p) in polys.iter().enumerate() {
-                if p.len() < 6 {
-                    return Err(format!(
-                        "polygon {k} has {} coordinates; a polygon needs at least 3 points (6 numbers)",
-                        p.len()
-                    ));
-                }
-                if p.len() % 2 != 0 {
-                    return Err(format!("polygon {k} has an odd number of coordinates ({})", p.len()));
-                }
-            }
-            Ok(Segmentation::Polygons(polys.clone()))
-        }
-        RawSegm::Rle { size, counts } => {
-            let &[h, w] = size.as_slice() else {
-                return Err(format!("RLE size has {} numbers; [height, width] has 2", size.len()));
-            };
-            if h as usize != info.height || w as usize != info.width {
-                return Err(format!(
-                    "RLE size [h={h}, w={w}] differs from the image's {}x{} (w x h)",
-                    info.width, info.height
-                ));
-            }
-            let counts: Vec<u32> = match counts {
-                RawCounts::Str(s) => decode_rle_string(s, info.height, info.width)?,
-                RawCounts::List(list) => list
-                    .iter()
-                    .map(|&c| {
-                        u32::try_from(c).map_err(|_| format!("RLE count {c} is not a non-negative 32-bit integer"))
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            let sum: u64 = counts.iter().map(|&c| c as u64).sum();
-            let expected = (info.height * info.width) as u64;
-            if sum != expected {
-                return Err(format!("RLE counts sum to {sum}, but the {h}x{w} mask has {expected} pixels"));
-            }
-            Ok(Segmentation::Rle { height: info.height, width: info.width, counts })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rle_string_round_trip() {
-        let counts = vec![0, 5, 3, 100, 2, 70000, 1, 0, 31, 32, 1000, 7];
-        let total: u32 = counts.iter().sum();
-        let s = encode_rle_string(&counts);
-        assert_eq!(decode_rle_string(&s, total as usize, 1).unwrap(), counts);
-        assert!(decode_rle_string(&s, total as usize + 1, 1).is_err());
-        // pycocotools: maskUtils.encode of the 3x2 mask [[0,1],[1,1],[0,0]] gives b"11110"
-        // (column-major [0,1,0, 1,1,0] -> runs [1,1,1,2,1], the 4th and 5th as differences).
-        assert_eq!(encode_rle_string(&[1, 1, 1, 2, 1]), "11110");
-        assert!(decode_rle_string("1O", 1, 1).is_err());
-    }
-
-    #[test]
-    fn bitmap_rle_round_trip() {
-        let mask = Bitmap { width: 3, height: 2, data: vec![0, 1, 1, 1, 0, 1] };
-        let counts = bitmap_to_rle(&mask);
-        // Column-major: x=0: [0,1], x=1: [1,0], x=2: [1,1] -> 0 1 1 0 1 1 -> runs 1,2,1,2.
-        assert_eq!(counts, vec![1, 2, 1, 2]);
-        assert_eq!(rle_to_bitmap(&counts, 2, 3), mask);
     }
 }

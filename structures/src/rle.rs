@@ -1,4 +1,6 @@
-//! COCO run-length encoding of binary masks, as pycocotools writes it.
+//! COCO run-length encoding of binary masks, as pycocotools writes it: the one codec of the
+//! project (datasets decode annotation masks with it, the mask paste and the shapes generator
+//! encode with it, the evaluation reads and writes results with it).
 //!
 //! An [`Rle`] holds the uncompressed runs (column-major, starting with a run of zeros). COCO
 //! results files store them compressed as an ASCII string (pycocotools' `maskApi.c`
@@ -6,10 +8,57 @@
 //! before it, is written in 5-bit groups, least significant first, as characters `'0' + group`
 //! with bit `0x20` meaning "more groups follow" and bit `0x10` of the last group carrying the sign.
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
 
-use crate::detections::Rle;
+/// A binary mask in COCO's uncompressed run-length form: column-major runs, starting with a run
+/// of zeros (pycocotools' `encode` before string compression).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rle {
+    /// Image height.
+    pub height: u32,
+    /// Image width.
+    pub width: u32,
+    /// Alternating run lengths of 0s and 1s, column-major, summing to `height * width`.
+    pub counts: Vec<u32>,
+}
+
+/// Builds run lengths from pixel values in column-major order: the encoder behind
+/// [`Rle::from_row_major_mask`], and behind masks that store only a window of the image (they
+/// push the zeros around the window as long runs).
+#[derive(Clone, Debug, Default)]
+pub struct RunLengthEncoder {
+    counts: Vec<u32>,
+    value: bool,
+    run: u64,
+}
+
+impl RunLengthEncoder {
+    /// An encoder at the start of an image (the first run counts zeros).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `len` pixels of `value` (nonzero is foreground).
+    pub fn push(&mut self, value: bool, len: u64) {
+        if len == 0 {
+            return;
+        }
+        if value != self.value {
+            self.counts.push(self.run as u32);
+            self.value = value;
+            self.run = 0;
+        }
+        self.run += len;
+    }
+
+    /// The runs of everything pushed, for an image of `height x width` (checked).
+    pub fn finish(mut self, height: u32, width: u32) -> Result<Rle, RleError> {
+        self.counts.push(self.run as u32);
+        Rle::from_column_major_counts(height, width, self.counts)
+    }
+}
 
 /// Why a run-length encoding is not a valid mask.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -70,21 +119,13 @@ impl Rle {
             return Err(RleError::MaskSize { height, width, len: mask.len(), expected });
         }
         let (h, w) = (height as usize, width as usize);
-        let mut counts = Vec::new();
-        let (mut value, mut run) = (false, 0u32);
+        let mut enc = RunLengthEncoder::new();
         for x in 0..w {
             for y in 0..h {
-                let v = mask[y * w + x] != 0;
-                if v != value {
-                    counts.push(run);
-                    value = v;
-                    run = 0;
-                }
-                run += 1;
+                enc.push(mask[y * w + x] != 0, 1);
             }
         }
-        counts.push(run);
-        Ok(Rle { height, width, counts })
+        enc.finish(height, width)
     }
 
     /// Checks that the runs sum to `height * width`.
@@ -188,5 +229,44 @@ impl Rle {
     /// mmdetection writes it): `{"size": [height, width], "counts": "<compressed>"}`.
     pub fn to_coco_json(&self) -> serde_json::Value {
         json!({"size": [self.height, self.width], "counts": self.counts_string()})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_string_round_trip() {
+        let counts = vec![0, 5, 3, 100, 2, 70000, 1, 0, 31, 32, 1000, 7];
+        let total: u32 = counts.iter().sum();
+        let rle = Rle::from_column_major_counts(total, 1, counts.clone()).unwrap();
+        let s = rle.counts_string();
+        assert_eq!(Rle::from_counts_string(&s, total, 1).unwrap().counts, counts);
+        assert!(Rle::from_counts_string(&s, total + 1, 1).is_err());
+        // pycocotools: maskUtils.encode of the 3x2 mask [[0,1],[1,1],[0,0]] gives b"11110"
+        // (column-major [0,1,0, 1,1,0] -> runs [1,1,1,2,1], the 4th and 5th as differences).
+        assert_eq!(Rle::from_column_major_counts(3, 2, vec![1, 1, 1, 2, 1]).unwrap().counts_string(), "11110");
+        assert!(Rle::from_counts_string("1O", 1, 1).is_err());
+    }
+
+    #[test]
+    fn row_major_masks_and_windowed_runs_agree() {
+        // Column-major: x=0: [0,1], x=1: [1,0], x=2: [1,1] -> 0 1 1 0 1 1 -> runs 1,2,1,2.
+        let mask = [0, 1, 1, 1, 0, 1];
+        let rle = Rle::from_row_major_mask(&mask, 2, 3).unwrap();
+        assert_eq!(rle.counts, vec![1, 2, 1, 2]);
+        assert_eq!(rle.to_row_major_mask(), mask);
+        assert_eq!(rle.area(), 4);
+        let mut enc = RunLengthEncoder::new();
+        enc.push(false, 1);
+        enc.push(true, 2);
+        enc.push(false, 0);
+        enc.push(false, 1);
+        enc.push(true, 2);
+        assert_eq!(enc.finish(2, 3).unwrap(), rle);
+        let mut short = RunLengthEncoder::new();
+        short.push(true, 5);
+        assert!(short.finish(2, 3).is_err());
     }
 }
