@@ -1,4 +1,4 @@
-//! Issue 6 acceptance: every Table-3 detection config (Mask R-CNN ConvNeXt-T, Cascade Mask R-CNN
+//! Every Table-3 detection config (Mask R-CNN ConvNeXt-T, Cascade Mask R-CNN
 //! ConvNeXt-T/S/B 1k, B/L/XL 22k, ResNet-50) parses, builds with random weights, runs one
 //! training step (forward_train, backward, one step of the config's own AdamW optimizer with its
 //! layer-wise decay groups) and one inference on a small input, and names its parameters as
@@ -139,7 +139,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 /// Every key of the `state_dict` mmdetection 2.11 saves for this model (parameters and buffers,
-/// BN's `num_batches_tracked` included), written out from its module tree: CNX's ConvNeXt
+/// BN's `num_batches_tracked` included), written out from its module tree: ConvNeXt's
 /// (`downsample_layers`, `stages`, `norm{i}`), mmdet's ResNet, FPN (`ConvModule`s, `num_outs` 5
 /// without extra convs), RPNHead, Shared2FCBBoxHead / ConvFCBBoxHead with `ConvModule` + BN
 /// (`conv` without bias, `bn`), FCNMaskHead, and the cascade's per-stage `ModuleList`s.

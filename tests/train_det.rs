@@ -6,36 +6,7 @@
 
 mod common;
 
-use common::{metrics, nextdet_on_two_threads as nextdet, root, stderr};
-use std::path::{Path, PathBuf};
-
-/// The tiny Mask R-CNN of the parity fixtures (5 classes here) on the shapes set at `data`.
-fn write_config(dir: &Path, data: &Path, max_epochs: usize) -> PathBuf {
-    let base = root().join("tests/configs/detector_tiny_mask_rcnn.yaml");
-    let split = |name: &str| {
-        format!(
-            "{{type: CocoDataset, ann_file: {ann}, img_prefix: {img}, pipeline: [{resize}, {norm}, {{type: Pad, \
-             size_divisor: 32}}]}}",
-            ann = data.join(format!("annotations/instances_{name}.json")).display(),
-            img = data.join(name).display(),
-            resize = "{type: Resize, img_scale: [128, 256], keep_ratio: true}",
-            norm = "{type: Normalize, mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], to_rgb: true}",
-        )
-    };
-    let text = format!(
-        "_base_: [{base}]\nmodel:\n  roi_head:\n    bbox_head: {{num_classes: 5}}\n    mask_head: {{num_classes: 5}}\n\
-         data:\n  samples_per_gpu: 2\n  workers_per_gpu: 1\n  train: {train}\n  val: {val}\n  test: {val}\n\
-         optimizer: {{type: AdamW, lr: 1.0e-3, weight_decay: 0.05}}\n\
-         lr_config: {{policy: step, warmup: linear, warmup_iters: 2, warmup_ratio: 0.1, step: [2]}}\n\
-         runner: {{max_epochs: {max_epochs}, log_interval: 1, eval_interval: 1, checkpoint_interval: 1, seed: 3}}\n",
-        base = base.display(),
-        train = split("train"),
-        val = split("val"),
-    );
-    let path = dir.join("tiny_det.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{metrics, nextdet_on_two_threads as nextdet, stderr, write_tiny_detector_config as write_config};
 
 fn in_unit_range(v: &serde_json::Value) -> bool {
     v.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x))

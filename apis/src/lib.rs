@@ -3,10 +3,10 @@
 //! - [`init_detector`] builds a detector from a config and a checkpoint; [`Detector::predict`]
 //!   gives the detections of an image (boxes, scores, labels, masks as COCO RLE);
 //! - [`init_classifier`] and [`Classifier::classify`] do the same for image classifiers;
-//! - [`train`] trains a config in a work dir (checkpoints, `metrics.jsonl`, `curves.png`, exact
+//! - [`train()`] trains a config in a work dir (checkpoints, `metrics.jsonl`, `curves.png`, exact
 //!   resume), with [`TrainOptions::hooks`] to add to the loop;
-//! - [`test`] evaluates a checkpoint on a config's test split (COCO AP, or top-1 / top-5);
-//! - [`benchmark`] times a model on random input.
+//! - [`test()`] evaluates a checkpoint on a config's test split (COCO AP, or top-1 / top-5);
+//! - [`benchmark()`] times a model on random input.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

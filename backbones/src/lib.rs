@@ -5,6 +5,8 @@
 //! torchvision ResNet), so `weights::load_checkpoint` fills a model without renaming tables
 //! in the model code.
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod convnext;
 pub mod isotropic;

@@ -24,10 +24,20 @@ pub enum WeightsError {
     UnknownFormat(PathBuf),
     /// The format was recognised but reading failed (truncated, corrupt).
     #[error("{path}: cannot read checkpoint ({reason}); the file may be truncated or corrupt")]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// The tensors do not fit the model.
     #[error("{path}: checkpoint does not fit this model: {details}")]
-    Mismatch { path: PathBuf, details: String },
+    Mismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Which tensors do not fit.
+        details: String,
+    },
 }
 
 /// What a load did, for the caller to print.
@@ -118,7 +128,7 @@ fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>
     (tensors, notes)
 }
 
-/// Reads a checkpoint and brings its names to the official layout (see [`canonical_names`]);
+/// Reads a checkpoint and brings its names to the official layout (see `canonical_names`);
 /// what `nextdet convert-weights` writes.
 pub fn read_canonical(path: &Path) -> Result<(HashMap<String, Tensor>, Vec<String>), WeightsError> {
     Ok(canonical_names(read_checkpoint(path)?))

@@ -1,7 +1,7 @@
 //! Parameter groups for ConvNeXt's layer-wise learning-rate decay.
 //!
-//! The ConvNeXt detection recipes (CNX `LearningRateDecayOptimizerConstructor`) and the ImageNet
-//! fine-tuning recipe (CNX `optim_factory.get_parameter_groups` with `get_num_layer_for_convnext`)
+//! The ConvNeXt detection recipes (`facebookresearch/ConvNeXt object_detection/mmcv_custom/layer_decay_optimizer_constructor.py`) and the ImageNet
+//! fine-tuning recipe (ConvNeXt's `optim_factory.get_parameter_groups` with `get_num_layer_for_convnext`)
 //! give every parameter a layer id from its name: early layers get small ids and a learning rate
 //! scaled by `decay_rate ^ (num_layers + 1 - id)`, the heads get `num_layers + 1` and scale 1.
 //! Independently, 1-D parameters (norm weights, `gamma`) and names ending in `.bias` get no
@@ -23,7 +23,7 @@ pub enum DecayType {
     /// Detection, by stage (`get_num_layer_stage_wise`), on full names with a `backbone.` prefix.
     StageWise,
     /// Classification fine-tuning (`get_num_layer_for_convnext`), names without a prefix;
-    /// CNX fixes `num_layers` at 12.
+    /// ConvNeXt's `optim_factory.py` fixes `num_layers` at 12.
     Classification,
 }
 
@@ -41,7 +41,7 @@ pub enum ParamwiseConfig {
         #[serde(default)]
         decay_type: DecayType,
     },
-    /// No weight decay on 1-D parameters and biases, one learning rate (CNX ImageNet training
+    /// No weight decay on 1-D parameters and biases, one learning rate (ConvNeXt's ImageNet training
     /// without `--layer_decay`): groups `decay` and `no_decay`.
     NoDecayNormBias,
 }
@@ -81,7 +81,7 @@ pub fn layer_id_layer_wise(name: &str, num_layers: usize) -> Result<usize> {
 }
 
 /// The layer id of a full detection-model parameter name by stage (`get_num_layer_stage_wise`,
-/// called by CNX with `num_layers + 2`).
+/// called by ConvNeXt's code with `num_layers + 2`).
 pub fn layer_id_stage_wise(name: &str, num_layers: usize) -> Result<usize> {
     if matches!(name, "backbone.cls_token" | "backbone.mask_token" | "backbone.pos_embed")
         || name.starts_with("backbone.downsample_layers")
@@ -142,7 +142,7 @@ pub fn build_param_groups(
     };
     if let ParamwiseConfig::LayerDecay { num_layers, decay_type: DecayType::Classification, .. } = paramwise {
         if *num_layers != 12 {
-            bail!("layer decay: decay_type classification needs num_layers 12 (CNX), got {num_layers}");
+            bail!("layer decay: decay_type classification needs num_layers 12 (as ConvNeXt's optim_factory.py), got {num_layers}");
         }
     }
     let mut groups: Vec<ParamGroup> = Vec::new();

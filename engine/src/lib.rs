@@ -4,6 +4,8 @@
 //! This crate must not depend on the model crates' internals beyond their public configs; the
 //! config layer in [`config`] is generic YAML handling with no knowledge of any model.
 
+#![deny(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod ema;

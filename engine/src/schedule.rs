@@ -3,11 +3,11 @@
 //!
 //! [`LrSchedule::lr_at`] returns the **absolute** learning rate of a group with `lr_scale` 1 at
 //! a given iteration; the optimizer multiplies it by each group's scale, which is what both mmcv
-//! (hooks scale each group's own initial lr) and CNX (`lr_schedule[it] * lr_scale`) do.
+//! (hooks scale each group's own initial lr) and ConvNeXt's `main.py` (`lr_schedule[it] * lr_scale`) do.
 //!
 //! Iterations are counted from 0 over the whole run: `global = epoch * iters_per_epoch + iter`,
 //! with epochs counted from 0 as mmcv's `runner.epoch`. With gradient accumulation the trainer
-//! counts optimizer steps, not batches, as CNX does.
+//! counts optimizer steps, not batches, as ConvNeXt's `main.py` does.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,7 @@ pub enum LrScheduleConfig {
         #[serde(default = "default_warmup_ratio")]
         warmup_ratio: f64,
     },
-    /// CNX `utils.cosine_scheduler`: `np.linspace(start_warmup_value, lr, warmup)` over the warmup
+    /// ConvNeXt's `utils.cosine_scheduler`: `np.linspace(start_warmup_value, lr, warmup)` over the warmup
     /// iterations, then `min_lr + 0.5 * (lr - min_lr) * (1 + cos(pi * i / n))` over the rest.
     #[serde(rename = "cosine")]
     Cosine {

@@ -1,4 +1,4 @@
-//! Layer-wise learning-rate decay groups against CNX's rules re-implemented in
+//! Layer-wise learning-rate decay groups against ConvNeXt's rules re-implemented in
 //! tests/reference/make_engine_fixtures.py: for ConvNeXt-T/S detection names (layer_wise and
 //! stage_wise) and ConvNeXt-B classification names, every parameter's group and every group's
 //! name, lr_scale and weight decay, in the same order.
@@ -93,7 +93,7 @@ fn groups_match_cnx_rules() {
 
 #[test]
 fn paper_table_scales() {
-    // REFERENCE.md 3.3: T Mask R-CNN (0.95, 6) id 0 -> .698, T Cascade (0.7, 6) id 0 -> .082
+    // layer_decay_optimizer_constructor.py's formula: T Mask R-CNN (0.95, 6) id 0 -> .698, T Cascade (0.7, 6) id 0 -> .082
     assert!((layer_scale(0.95, 6, 0) - 0.698).abs() < 5e-4);
     assert!((layer_scale(0.7, 6, 0) - 0.082).abs() < 5e-4);
     assert_eq!(layer_scale(0.7, 12, 13), 1.0);
@@ -126,7 +126,7 @@ fn config_builds_optimizer_and_rejects_bad_input() {
     let cfg = ParamwiseConfig::LayerDecay { num_layers: 6, decay_rate: 0.9, decay_type: DecayType::LayerWise };
     let err = build_param_groups(&bad, 0.05, Some(&cfg)).err().unwrap().to_string();
     assert!(err.contains("backbone.stages.x.weight"), "{err}");
-    // classification with a num_layers other than CNX's 12
+    // classification with a num_layers other than ConvNeXt's 12
     let cfg = ParamwiseConfig::LayerDecay { num_layers: 6, decay_rate: 0.9, decay_type: DecayType::Classification };
     assert!(build_param_groups(&params, 0.05, Some(&cfg)).is_err());
 }

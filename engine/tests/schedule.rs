@@ -1,5 +1,5 @@
 //! Learning-rate schedules against mmcv's StepLrUpdaterHook with linear/constant/exp warmup and
-//! CNX's utils.cosine_scheduler, evaluated by tests/reference/make_engine_fixtures.py at sample
+//! ConvNeXt's utils.cosine_scheduler, evaluated by tests/reference/make_engine_fixtures.py at sample
 //! (epoch, iteration) points.
 
 use nextdet_engine::schedule::{LrSchedule, LrScheduleConfig};

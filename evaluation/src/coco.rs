@@ -1,4 +1,4 @@
-//! COCO evaluation of results files, identical to pycocotools' `COCOeval` (REFERENCE.md 7.10).
+//! COCO evaluation of results files, identical to pycocotools' `COCOeval` (`pycocotools/cocoeval.py`).
 //!
 //! The ground truth and the results are COCO JSON files as pycocotools reads them: the results
 //! are a list of `{image_id, category_id, bbox, score}` (plus `segmentation` as RLE or polygons
@@ -24,7 +24,7 @@ pub const STAT_NAMES: [&str; 12] =
 pub const COCO_MAX_DETS: [usize; 3] = [1, 10, 100];
 
 /// The `maxDets` mmdetection 2.11's `CocoDataset.evaluate` sets (its `proposal_nums`), used by
-/// [`crate::CocoEvaluator`] to reproduce the paper's numbers (REFERENCE.md 7.10).
+/// [`crate::CocoEvaluator`] to reproduce the paper's numbers (mmdetection 2.11's `mmdet/datasets/coco.py`).
 pub const MMDET_MAX_DETS: [usize; 3] = [100, 300, 1000];
 
 /// What is matched: boxes or instance masks (pycocotools' `iouType`).

@@ -1,5 +1,5 @@
 //! COCO evaluation of detections held in memory, as mmdetection 2.11's `CocoDataset` does it
-//! (REFERENCE.md 7.10): results formatted by `_det2json` / `_segm2json`, evaluated by
+//! (`mmdet/datasets/coco.py`): results formatted by `_det2json` / `_segm2json`, evaluated by
 //! pycocotools with `maxDets = [100, 300, 1000]` over every ground-truth image and category.
 //!
 //! Feed a [`CocoEvaluator`] the [`Detections`] of each image, then [`CocoEvaluator::evaluate`];
@@ -237,7 +237,7 @@ impl CocoEvaluator {
     /// mmdetection 2.11's `CocoDataset.evaluate`: pycocotools' `COCOeval` on every ground-truth
     /// image and category with `maxDets = [100, 300, 1000]` ([`MMDET_MAX_DETS`]), so AP is at
     /// 100 detections per image and AP50/AP75/APs/APm/APl at 1000. Segm results keep their
-    /// boxes, so a detection's area range comes from its box (REFERENCE.md 7.10). Detections of
+    /// boxes, so a detection's area range comes from its box (as mmdetection 2.11 writes segm results). Detections of
     /// a category without ground truth change nothing, as in pycocotools; no detections at all
     /// give 0 (and -1 where there is no ground truth).
     ///

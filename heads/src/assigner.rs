@@ -73,8 +73,8 @@ impl AssignResult {
     }
 
     /// Prepends the gts themselves as candidates, each assigned to itself with overlap 1
-    /// (mmdet's `add_gt_`, used by samplers with `add_gt_as_proposals`). Pair it with
-    /// [`crate::sampler::with_gt_prepended`] so that candidate indices line up.
+    /// (mmdet's `add_gt_`, used by samplers with `add_gt_as_proposals`): the candidate list is then
+    /// the gts followed by the proposals ([`crate::roi::sample_rois`] builds it).
     pub fn add_gt(&mut self, gt_labels: &[usize]) {
         let g = self.num_gts;
         let mut gt_inds: Vec<i64> = (1..=g as i64).collect();

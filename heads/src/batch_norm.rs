@@ -1,6 +1,6 @@
 //! Batch normalization with PyTorch's parameters and buffers (`weight`, `bias`, `running_mean`,
 //! `running_var`, `num_batches_tracked`), as the Cascade box heads' `SyncBN` needs it (on one
-//! device `SyncBN` is plain `BatchNorm`; REFERENCE.md 3.5).
+//! device `SyncBN` is plain `BatchNorm`).
 //!
 //! Training mode normalizes with the batch's own statistics (biased variance), differentiably,
 //! and moves the running statistics towards them with momentum 0.1 (the running variance takes

@@ -1,4 +1,4 @@
-//! The detection losses of mmdetection 2.11 (SWD `models/losses/*.py`) as differentiable candle
+//! The detection losses of mmdetection 2.11 (`mmdet/models/losses/*.py`) as differentiable candle
 //! ops: element-wise losses, then [`reduce`] with mmdet's `weight_reduce_loss` semantics.
 //!
 //! Every element-wise function returns a loss per element (or per box), so that a head can

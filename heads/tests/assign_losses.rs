@@ -10,13 +10,13 @@ use nextdet_heads::losses::{
 use nextdet_heads::sampler::{RandomSampler, RandomSamplerConfig};
 use nextdet_heads::ImageTargets;
 use nextdet_ops::Boxes;
+use nextdet_testutil::{load_fixture, max_abs_diff};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/fpn_rpn/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+    load_fixture(&format!("fpn_rpn/{name}"))
 }
 
 fn boxes(t: &Tensor) -> Boxes {
@@ -25,11 +25,6 @@ fn boxes(t: &Tensor) -> Boxes {
 
 fn bx(b: &[[f32; 4]]) -> Boxes {
     Boxes::from_slice(&b.iter().flatten().copied().collect::<Vec<_>>(), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 #[test]

@@ -4,11 +4,11 @@
 
 use candle_core::{Device, Tensor, Var};
 use nextdet_heads::classifier::{log_softmax_rows, soft_target_cross_entropy};
+use nextdet_testutil::load_fixture;
 use std::collections::HashMap;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/cls_loss/soft_ce.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+    load_fixture("cls_loss/soft_ce.safetensors")
 }
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -15,18 +15,13 @@ use nextdet_heads::rpn::{
 use nextdet_heads::sampler::RandomSamplerConfig;
 use nextdet_heads::{ImageMeta, ImageTargets};
 use nextdet_ops::{Losses, ParamStore};
+use nextdet_testutil::{load_fixture, max_abs_diff};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/fpn_rpn/rpn.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    load_fixture("fpn_rpn/rpn.safetensors")
 }
 
 fn proposal_cfg(nms_pre: usize, max_per_img: usize, nms_iou: f64, min_bbox_size: f32) -> ProposalConfig {

@@ -1,4 +1,4 @@
-//! mmdetection 2.11's `FPN` neck (SWD `models/necks/fpn.py`) with its parameter names, so the
+//! mmdetection 2.11's `FPN` neck (`mmdet/models/necks/fpn.py`) with its parameter names, so the
 //! published checkpoints' `neck.*` tensors load as they are.
 //!
 //! Shapes: backbone features `C_i: [N, in_channels[i], H_i, W_i]`, finest first, each level half

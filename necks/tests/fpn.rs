@@ -5,16 +5,11 @@
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use nextdet_necks::{Fpn, FpnConfig};
 use nextdet_ops::ParamStore;
+use nextdet_testutil::{load_fixture, max_abs_diff};
 use std::collections::HashMap;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/fpn_rpn/fpn.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    load_fixture("fpn_rpn/fpn.safetensors")
 }
 
 fn config() -> FpnConfig {

@@ -1,8 +1,8 @@
-//! mmdet's `AnchorGenerator` (SWD `core/anchor/anchor_generator.py`): anchors per pyramid level
+//! mmdet's `AnchorGenerator` (`mmdet/core/anchor/anchor_generator.py`): anchors per pyramid level
 //! and the flags that say which anchors take part in training.
 //!
 //! Shapes: `L` levels, `A = ratios * scales` anchors per position, a level's feature map is
-//! `H x W`. Conventions (REFERENCE 7.4): the base size of a level is its stride, the anchor
+//! `H x W`. Conventions: the base size of a level is its stride, the anchor
 //! center sits at offset 0 (the top-left corner of a cell), `h_ratio = sqrt(ratio)`,
 //! `w_ratio = 1 / h_ratio`, `w = stride * w_ratio * scale`, corners `c -/+ 0.5 * w` **without
 //! rounding** (torchvision rounds; mmdet and detectron2 do not). Anchors of one position are

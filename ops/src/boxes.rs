@@ -323,7 +323,7 @@ pub fn aligned_giou(pred: &Boxes, target: &Boxes, eps: f64) -> Result<Tensor> {
 ///
 /// `dx = (gx - px) / pw`, `dw = log(gw / pw)` with centers and sizes without `+1`; decoding
 /// clamps `|dw|, |dh|` to `|log(wh_ratio_clip)|` and, with `clip_border` and a `max_shape`,
-/// clips x to `[0, W]` and y to `[0, H]` (REFERENCE 7.5). Both directions are composed of candle
+/// clips x to `[0, W]` and y to `[0, H]` (`mmdet/core/bbox/coder/delta_xywh_bbox_coder.py`). Both directions are composed of candle
 /// ops, so decoded boxes carry gradients back to the deltas (`reg_decoded_bbox`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeltaXywhCoder {

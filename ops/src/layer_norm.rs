@@ -1,6 +1,6 @@
 //! Layer normalization with learned affine parameters, forward and backward.
 //!
-//! candle's fused layer norm has no backward on contiguous input (DESIGN.md), so this one is
+//! candle 0.11's fused layer norm has no backward on contiguous input, so this one is
 //! written out: statistics per row over the last dimension, biased variance, PyTorch's
 //! `F.layer_norm` semantics. The channels-first variant of the ConvNeXt code (stem and
 //! downsampling layers, detection output norms) is the same op on a channels-last view.

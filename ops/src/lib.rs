@@ -1,13 +1,15 @@
 //! CPU kernels for nextdet as candle custom ops, each with a forward and a backward pass.
 //!
 //! candle's own depthwise convolution is a loop over groups and its fused layer norm has no
-//! backward (see DESIGN.md, "Known candle gaps"), so the ConvNeXt block is built from the ops
+//! backward (gaps of candle 0.11), so the ConvNeXt block is built from the ops
 //! here. All kernels work on `f32`, run on rayon's pool, and accept any layout (inputs are made
 //! contiguous at the API boundary).
 //!
 //! ConvNeXt works channels-last: a stage keeps its activations as `[N, H, W, C]` from the
 //! depthwise convolution to the residual, so that layer norm, the pointwise linears and the
 //! fused elementwise steps all run over contiguous channel rows.
+
+#![deny(missing_docs)]
 
 pub mod batch_norm;
 pub mod bias_relu;

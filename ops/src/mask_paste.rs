@@ -3,7 +3,7 @@
 //! ([`mask_targets`]).
 //!
 //! **Paste** follows mmdet 2.11 `_do_paste_mask` on its CPU path (the algorithm detectron2's
-//! `paste_masks_in_image` shares; REFERENCE.md 7.8). For a box `(x0, y0, x1, y1)` in image
+//! `paste_masks_in_image` shares). For a box `(x0, y0, x1, y1)` in image
 //! coordinates, pixel centres `c = i + 0.5` map to the grid coordinate
 //! `g = (c - x0) / (x1 - x0) * 2 - 1` (an infinite `g`, from a zero-width box, becomes 0 as in
 //! mmdet; a NaN one, from `0 / 0`, samples 0, where `grid_sample` returns NaN and mmdet's
@@ -24,7 +24,7 @@
 //! [`PastedMask::to_dense`] and [`binary_masks_to_tensor`] give full row-major images.
 //!
 //! **Mask targets** follow mmdet 2.11 `mask_target_single` / `BitmapMasks.crop_and_resize`
-//! (REFERENCE.md 7.7): proposals clipped to `[0, W] x [0, H]`, then RoIAlign (`avg`,
+//! (`mmdet/core/mask/mask_target.py`): proposals clipped to `[0, W] x [0, H]`, then RoIAlign (`avg`,
 //! `aligned=True`, `sampling_ratio=0`, i.e. an adaptive `ceil(roi / M)` grid of samples per bin,
 //! `spatial_scale=1`) of the assigned ground-truth bitmap, then `>= 0.5`. The single-channel
 //! `u8` RoIAlign is written out here with torchvision's/mmcv's `f32` arithmetic and summation

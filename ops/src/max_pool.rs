@@ -1,6 +1,6 @@
 //! ResNet's stem pooling, `F.max_pool2d(x, 3, stride=2, padding=1)`, in a form candle can
 //! differentiate: candle's `max_pool2d` has no backward when the kernel differs from the stride
-//! (DESIGN.md, "Known candle gaps"), which stopped any ResNet whose stem trains.
+//! (a known gap of candle 0.11), which stopped any ResNet whose stem trains.
 
 use candle_core::{bail, Result, Tensor};
 

@@ -18,13 +18,22 @@ pub enum Init {
     Const(f64),
     /// Normal with mean 0, truncated at two standard deviations (timm's `trunc_normal_`, the
     /// ConvNeXt init for convolutions and linears).
-    TruncNormal { std: f64 },
+    TruncNormal {
+        /// The standard deviation.
+        std: f64,
+    },
     /// Uniform on `[-bound, bound]` (PyTorch's default for convolutions and linears uses
     /// `bound = 1 / sqrt(fan_in)`).
-    Uniform { bound: f64 },
+    Uniform {
+        /// The half-width of the interval.
+        bound: f64,
+    },
     /// Normal with mean 0 (mmdetection's `normal_init`, e.g. std 0.01 for RPN and classifier
     /// layers; Kaiming-normal is `std = sqrt(2 / fan)`).
-    Normal { std: f64 },
+    Normal {
+        /// The standard deviation.
+        std: f64,
+    },
 }
 
 /// One registered parameter.

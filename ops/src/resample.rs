@@ -1,6 +1,6 @@
 //! Differentiable spatial resampling of `[N, C, H, W]` `f32` tensors, as the FPN needs them and
 //! candle lacks them (candle's bilinear upsample has no backward, and its `max_pool2d` backward
-//! needs kernel == stride; see DESIGN.md, "Known candle gaps").
+//! needs kernel == stride in candle 0.11).
 //!
 //! - [`resize_nearest`]: `F.interpolate(x, size=(h, w), mode='nearest')`, the FPN top-down path.
 //! - [`subsample_stride2`]: `F.max_pool2d(x, 1, stride=2)`, i.e. `x[:, :, ::2, ::2]`, the
@@ -10,7 +10,7 @@
 //!
 //! All three are separable: every output row reads at most two input rows and every output
 //! column at most two input columns, with weights that depend on the index only. Each op is
-//! described by one [`Taps`] table per axis, computed with PyTorch's `f32` index arithmetic, and
+//! described by one `Taps` table per axis, computed with PyTorch's `f32` index arithmetic, and
 //! shares one forward kernel (a gather, parallel over output rows) and one backward kernel (the
 //! transposed scatter-add, parallel over `N * C` planes and sequential inside a plane, so the
 //! gradient has the same bits whatever the thread count).

@@ -1,7 +1,7 @@
 //! RoIAlign with average pooling, forward and backward (to the features; RoIs get no gradient).
 //!
 //! Semantics are mmcv's `RoIAlign(pool_mode='avg')`, which is numerically torchvision's
-//! `roi_align` (REFERENCE.md 7.1): a RoI `(batch, x1, y1, x2, y2)` in image coordinates is
+//! `roi_align` (`mmcv/ops/csrc/common/cuda/roi_align_cuda_kernel.cuh`): a RoI `(batch, x1, y1, x2, y2)` in image coordinates is
 //! scaled by `spatial_scale` and, when `aligned`, shifted by half a pixel; when not `aligned`
 //! its width and height are forced to at least 1. Each of the `ph x pw` bins averages a
 //! `grid_h x grid_w` grid of bilinear samples (`sampling_ratio`, or `ceil(roi / bins)` when it is

@@ -1,4 +1,4 @@
-//! Multi-level RoI feature extraction: mmdet's `SingleRoIExtractor` (REFERENCE.md 7.2).
+//! Multi-level RoI feature extraction: mmdet's `SingleRoIExtractor` (`mmdet/models/roi_heads/roi_extractors/single_level_roi_extractor.py`).
 //!
 //! Each RoI goes to one FPN level by its size, `lvl = floor(log2(sqrt(w * h) / finest_scale +
 //! 1e-6))` clamped to the levels, and is pooled there by [`RoiAlign`] with that level's

@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use nextdet_ops::{anchor_inside_flags, AnchorGenerator};
+use nextdet_testutil::load_fixture;
 use std::collections::HashMap;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/boxes/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+    load_fixture(&format!("ops/boxes/{name}"))
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {

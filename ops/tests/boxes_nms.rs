@@ -6,11 +6,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use nextdet_ops::nms::{batched_nms_slices, nms_slices, nms_slices_grid, nms_slices_sweep, score_filter, top_k};
 use nextdet_ops::{aligned_giou, batched_nms, box_iof, box_iou, generalized_box_iou, nms, BatchedNmsOpts, Boxes};
 use nextdet_ops::{nms::indices_tensor, DeltaXywhCoder};
+use nextdet_testutil::load_fixture;
 use std::collections::HashMap;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/boxes/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+    load_fixture(&format!("ops/boxes/{name}"))
 }
 
 fn boxes(t: &Tensor) -> Boxes {

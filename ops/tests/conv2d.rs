@@ -4,28 +4,18 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use nextdet_ops::conv2d::conv2d;
+use nextdet_testutil::{assert_close_scaled, load_fixture, max_abs};
 use std::collections::HashMap;
 
 /// Relative tolerance: max |got - want| <= TOL * max(1, max |want|).
 const TOL: f32 = 1e-4;
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/conv2d/conv2d.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    if t.elem_count() == 0 {
-        return 0.0;
-    }
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    load_fixture("conv2d/conv2d.safetensors")
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
-    let diff = max_abs(&(got - want).unwrap());
-    let tol = TOL * max_abs(want).max(1.0);
-    assert!(diff <= tol, "{what}: max abs diff {diff} > {tol}");
+    assert_close_scaled(what, got, want, TOL);
 }
 
 /// Forward and the gradients of `sum(y * g)` for one fixture case.

@@ -6,6 +6,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use nextdet_ops::{gelu_linear, gelu_linear_chunked};
+use nextdet_testutil::{assert_close_scaled as assert_close, load_fixture, max_abs};
 use std::collections::HashMap;
 
 /// Relative tolerance: max |got - want| <= TOL * max(1, max |want|).
@@ -14,22 +15,7 @@ const TOL: f32 = 1e-5;
 const CASES: [&str; 5] = ["nhwc", "odd", "single_row", "prime37", "wide_out"];
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/gelu_linear/gelu_linear.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    if t.elem_count() == 0 {
-        return 0.0;
-    }
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
-    let diff = max_abs(&(got - want).unwrap());
-    let tol = tol * max_abs(want).max(1.0);
-    assert!(diff <= tol, "{what}: max abs diff {diff} > {tol}");
+    load_fixture("gelu_linear/gelu_linear.safetensors")
 }
 
 /// Forward and the gradients of `sum(y * g)` for one fixture case, with chunks of about

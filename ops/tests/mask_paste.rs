@@ -6,11 +6,11 @@ use candle_core::{DType, Device, Tensor};
 use nextdet_ops::{
     binary_masks_to_tensor, mask_targets, mask_targets_soft, paste_masks, paste_masks_soft, BinaryMask, MaskWindow,
 };
+use nextdet_testutil::load_fixture;
 use std::collections::HashMap;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/masks/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
+    load_fixture(&format!("ops/masks/{name}"))
 }
 
 fn image_hw(f: &HashMap<String, Tensor>) -> (usize, usize) {

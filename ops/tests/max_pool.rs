@@ -4,10 +4,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use nextdet_ops::max_pool_3x3_stride2_nonnegative;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
+use nextdet_testutil::max_abs_diff;
 
 #[test]
 fn matches_torch_forward_and_backward() {

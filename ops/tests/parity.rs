@@ -1,22 +1,12 @@
 //! Forward and backward of the custom ops against PyTorch autograd, on fixtures written by
 //! `tests/reference/make_op_fixtures.py`.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
+use nextdet_testutil::{assert_close, load_fixture};
 use std::collections::HashMap;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    let d = max_abs_diff(got, want);
-    assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
+    load_fixture(&format!("ops/{name}"))
 }
 
 /// Runs `op(x, w, b)`, backpropagates `sum(y * gy)` and compares y, dx, dw, db with the fixture.

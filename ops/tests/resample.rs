@@ -4,16 +4,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use nextdet_ops::{resize_bilinear, resize_nearest, subsample_stride2};
+use nextdet_testutil::{load_fixture, max_abs_diff};
 use std::collections::HashMap;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/masks/resample.safetensors", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    load_fixture("ops/masks/resample.safetensors")
 }
 
 enum Kind {

@@ -3,26 +3,13 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use nextdet_ops::{roi_align, roi_align_nhwc, RoiAlign, SingleRoiExtractor};
+use nextdet_testutil::{assert_close, load_fixture, max_abs_diff};
 use std::collections::HashMap;
 
 const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/../tests/fixtures/ops/roi_align/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    if a.elem_count() == 0 {
-        return 0.0;
-    }
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    let d = max_abs_diff(got, want);
-    assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
+    load_fixture(&format!("ops/roi_align/{name}"))
 }
 
 /// Forward and feature gradient of `sum(out * g)` for one (aligned, sampling) setting, in

@@ -1,6 +1,6 @@
 """Minimal PyTorch ConvNeXt reference used by the fixture generators.
 
-Written from the description in shared REFERENCE.md sections 1-2 (official
+Written from the official ConvNeXt code's semantics (official
 facebookresearch layout), so parameter names match the official checkpoints:
 
   classifier : downsample_layers.{0..3}.{0,1}.*, stages.S.B.{dwconv,norm,pwconv1,pwconv2,gamma},

@@ -6,7 +6,7 @@ Rerun from the repository root with the reference venv:
     /work/ref/bin/python tests/reference/make_box_fixtures.py
 
 Writes tests/fixtures/ops/boxes/ (safetensors; deterministic, seed 0). Expected values come from
-torchvision.ops where it has the op, and from mmdet 2.11's formulas (SWD
+torchvision.ops where it has the op, and from mmdet 2.11's formulas (
 core/bbox/coder/delta_xywh_bbox_coder.py, core/bbox/iou_calculators/iou2d_calculator.py,
 core/anchor/anchor_generator.py, core/anchor/utils.py) written out below in torch, since mmcv is
 not installed. Keys:

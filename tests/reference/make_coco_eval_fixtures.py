@@ -10,7 +10,7 @@ Files written:
   on crowd regions, detections of a category absent from the image, an image without
   detections, a detection on the image without annotations).
 - dt_segm.json: the same detections with compressed-RLE masks and their boxes kept (mmdet 2.11,
-  REFERENCE.md 7.10: pycocotools then takes the detection's area from the box).
+  as mmdetection 2.11 writes them: pycocotools then takes the detection's area from the box).
 - dt_segm_nobbox.json: the same masks without `bbox` (area from the mask).
 - dt_empty.json: an empty results list (pycocotools' loadRes cannot take it; nextdet gives 0/-1).
 - expected.json: pycocotools' 12 stats and mmdet-style per-category AP for each results file.

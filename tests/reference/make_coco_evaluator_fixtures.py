@@ -1,6 +1,6 @@
 """Writes the fixtures of the in-memory COCO evaluator (evaluation/tests/evaluator.rs) under
 tests/fixtures/coco_evaluator/, with pycocotools' numbers computed the way mmdetection 2.11's
-`CocoDataset` does (SWD mmdet/datasets/coco.py, REFERENCE.md 7.10).
+`CocoDataset` does (mmdet/datasets/coco.py of mmdetection 2.11).
 
 Run from the repository root: `/work/ref/bin/python tests/reference/make_coco_evaluator_fixtures.py`.
 

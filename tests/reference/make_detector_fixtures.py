@@ -6,7 +6,7 @@ Rerun from the repository root with the reference venv:
 
 One full Mask R-CNN and one full Cascade Mask R-CNN inference on one small image, assembled here
 from torch / torchvision ops with mmdetection 2.11's test-time semantics (mmdet is not installed;
-the semantics are written out following SWD models/detectors/two_stage.py, necks/fpn.py,
+the semantics are written out following mmdetection 2.11's models/detectors/two_stage.py, necks/fpn.py,
 dense_heads/rpn_head.py (`_get_bboxes`), core/anchor/anchor_generator.py,
 core/bbox/coder/delta_xywh_bbox_coder.py, roi_heads/roi_extractors/single_level_roi_extractor.py,
 roi_heads/bbox_heads/{bbox_head,convfc_bbox_head}.py, core/post_processing/bbox_nms.py,

@@ -21,10 +21,10 @@ Writes tests/fixtures/engine/ (deterministic, seed 0):
       rule looks at); cases: for (T Mask R-CNN
       0.95/6, T Cascade 0.7/6, S Cascade 0.7/12 layer_wise, T 0.7/6 stage_wise, B
       classification 0.8/12) the group index of every name, and each group's name, lr_scale and
-      weight_decay, from CNX's LearningRateDecayOptimizerConstructor.add_params and
+      weight_decay, from ConvNeXt's LearningRateDecayOptimizerConstructor.add_params and
       optim_factory.get_parameter_groups re-implemented below (mmcv is not installed).
   schedule.json
-      mmcv StepLrUpdaterHook (by epoch, linear/constant/exp warmup, re-implemented below) and CNX
+      mmcv StepLrUpdaterHook (by epoch, linear/constant/exp warmup, re-implemented below) and ConvNeXt's
       utils.cosine_scheduler (copied semantics, numpy) at sample (epoch, iter) points.
 """
 import json
@@ -254,7 +254,7 @@ def mmcv_step_lr(base_lr, epoch, cur_iter, step, gamma, warmup, warmup_iters, wa
 
 def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0,
                      warmup_steps=-1):
-    """CNX utils.cosine_scheduler."""
+    """ConvNeXt utils.cosine_scheduler."""
     warmup_schedule = np.array([])
     warmup_iters = warmup_epochs * niter_per_ep
     if warmup_steps > 0:

@@ -6,7 +6,7 @@ Rerun from the repository root with the reference venv:
     /work/ref/bin/python tests/reference/make_fpn_rpn_fixtures.py
 
 Writes tests/fixtures/fpn_rpn/ (safetensors; deterministic, seed 0). mmdet/mmcv are not installed,
-so mmdetection 2.11's semantics are written out below in torch, following SWD
+so mmdetection 2.11's semantics are written out below in torch, following mmdetection 2.11's
 models/necks/fpn.py, models/dense_heads/{rpn_head,anchor_head}.py,
 core/bbox/assigners/max_iou_assigner.py, core/bbox/iou_calculators/iou2d_calculator.py,
 core/bbox/coder/delta_xywh_bbox_coder.py, core/anchor/{anchor_generator,utils}.py and

@@ -45,7 +45,7 @@ pub struct TrainerConfig {
     /// The run's seed.
     #[serde(default)]
     pub seed: u64,
-    /// Also evaluate the EMA weights after each evaluation (CNX `--model_ema_eval`); their
+    /// Also evaluate the EMA weights after each evaluation (ConvNeXt's `main.py --model_ema_eval`); their
     /// metrics are logged with an `ema_` prefix.
     #[serde(default)]
     pub ema_eval: bool,

@@ -9,8 +9,8 @@
 //! mmdet's (`shared_convs.{i}.conv.weight`, `shared_convs.{i}.bn.*`, `shared_fcs.{i}.*`,
 //! `fc_cls.*`, `fc_reg.*`).
 //!
-//! Training targets and losses ([`targets`]) follow `bbox_head.py`'s `get_targets` and `loss`;
-//! test-time post-processing ([`inference`]) its `get_bboxes` with `multiclass_nms`
+//! Training targets and losses ([`BBoxHead::get_targets`], [`BBoxHead::loss`]) follow `bbox_head.py`'s `get_targets` and `loss`;
+//! test-time post-processing ([`BBoxHead::get_bboxes`]) its `get_bboxes` with `multiclass_nms`
 //! (`mmdet/core/post_processing/bbox_nms.py`) and `regress_by_class`.
 
 mod inference;

@@ -1,5 +1,6 @@
 //! mmdetection 2.11's `RPNHead` (`mmdet/models/dense_heads/rpn_head.py`, `anchor_head.py`): the
-//! region proposal network, its training loss ([`targets`]) and its proposals ([`proposals`]).
+//! region proposal network, its training loss ([`RpnHead::loss`]) and its proposals
+//! ([`RpnHead::proposals`]).
 //!
 //! Shapes: `N` images, `L` pyramid levels, `A` anchors per position, level `l` is `H_l x W_l`.
 //! The head is a shared 3x3 conv + ReLU, then 1x1 convs giving `cls: [N, A, H, W]` (one sigmoid
