@@ -38,7 +38,7 @@ fn check_all(prefix: &str, convention: DecodeConvention) {
     let bytes = reference_bytes();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let names = names(&st, prefix);
-    // 19 kinds of file plus 8 EXIF orientations.
+    // 20 kinds of file plus 8 EXIF orientations.
     assert_eq!(names.len(), 28, "{names:?}");
     let mut failures = Vec::new();
     for name in &names {
