@@ -10,7 +10,7 @@ fn main() -> Result<()> {
     let [config, checkpoint, image] = args.as_slice() else { bail!("usage: infer_image CONFIG CHECKPOINT IMAGE") };
     let cfg = nextdet_apis::load_config(config, &[])?;
     let detector = nextdet_apis::init_detector(&cfg, checkpoint)?;
-    let dets = detector.predict(&nextdet_apis::load_image(image)?)?;
+    let dets = detector.predict_file(image)?;
     for ((b, score), &label) in dets.boxes.iter().zip(&dets.scores).zip(&dets.labels) {
         let name = detector.class_names().get(label).map_or("?", String::as_str);
         println!("{name} {score:.3} [{:.1}, {:.1}, {:.1}, {:.1}]", b[0], b[1], b[2], b[3]);

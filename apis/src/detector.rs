@@ -8,7 +8,7 @@ use crate::progress::progress_bar;
 use crate::weights::build_with_checkpoint;
 use anyhow::{bail, Result};
 use nextdet_datasets::collate::{collate, DetBatch};
-use nextdet_datasets::{DetSample, ImageMeta, RgbImage};
+use nextdet_datasets::{load_rgb8_with, DecodeConvention, DetSample, ImageMeta, RgbImage};
 use nextdet_engine::config::Config;
 use nextdet_evaluation::{CocoEvaluator, CocoStats, Detections, IouType};
 use nextdet_heads::InstanceResult;
@@ -69,6 +69,12 @@ impl Detector {
         let sample = self.pipeline.transforms.apply(sample, &mut rand::rngs::StdRng::seed_from_u64(0))?;
         let batch = collate(vec![sample], &self.pipeline.norm, self.pipeline.size_divisor)?;
         Ok(self.predict_batch(&batch)?.remove(0))
+    }
+
+    /// The detections of an image file, decoded as mmdetection decodes it (cv2's conventions:
+    /// a JPEG's EXIF orientation applied).
+    pub fn predict_file(&self, path: &Path) -> Result<Detections> {
+        self.predict(&load_rgb8_with(path, DecodeConvention::OpenCv)?)
     }
 
     /// The detections of a collated batch, one per image, with each image's `image_id`.

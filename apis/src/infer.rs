@@ -4,7 +4,6 @@
 use crate::detector::Detector;
 use crate::visualize::{draw_to_file, output_names, relative_to_common_root};
 use anyhow::{Context, Result};
-use nextdet_datasets::load_rgb8;
 use std::path::{Path, PathBuf};
 
 /// What `infer` wrote for one image.
@@ -34,8 +33,7 @@ pub fn infer_files(
     let classes = detector.class_names();
     let mut records = Vec::with_capacity(images.len());
     for (path, out) in images.iter().zip(names) {
-        let img = load_rgb8(path)?;
-        let dets = detector.predict(&img)?;
+        let dets = detector.predict_file(path)?;
         draw_to_file(path, &dets, classes, score_thr, &out.drawing)?;
         let kept: Vec<usize> = (0..dets.scores.len()).filter(|&k| dets.scores[k] >= score_thr).collect();
         let json = serde_json::json!({

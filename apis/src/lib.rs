@@ -1,7 +1,8 @@
 //! nextdet as a library: what mmdetection's `mmdet.apis` offers, for Rust programs.
 //!
-//! - [`init_detector`] builds a detector from a config and a checkpoint; [`Detector::predict`]
-//!   gives the detections of an image (boxes, scores, labels, masks as COCO RLE);
+//! - [`init_detector`] builds a detector from a config and a checkpoint;
+//!   [`Detector::predict_file`] (or [`Detector::predict`] on a decoded image) gives the
+//!   detections of an image (boxes, scores, labels, masks as COCO RLE);
 //! - [`init_classifier`] and [`Classifier::classify`] do the same for image classifiers;
 //! - [`train()`] trains a config in a work dir (checkpoints, `metrics.jsonl`, `curves.png`, exact
 //!   resume), with [`TrainOptions::hooks`] to add to the loop;
@@ -13,8 +14,7 @@
 //! use std::path::Path;
 //! let cfg = nextdet_apis::load_config(Path::new("configs/shapes/mask_rcnn_convnext_atto_shapes.yaml"), &[])?;
 //! let detector = nextdet_apis::init_detector(&cfg, Path::new("latest.safetensors"))?;
-//! let image = nextdet_apis::load_image(Path::new("data/shapes/val/000001.png"))?;
-//! let dets = detector.predict(&image)?;
+//! let dets = detector.predict_file(Path::new("data/shapes/val/000001.png"))?;
 //! for ((b, score), label) in dets.boxes.iter().zip(&dets.scores).zip(&dets.labels) {
 //!     println!("{} {score:.2} {b:?}", detector.class_names()[*label]);
 //! }
@@ -43,7 +43,7 @@ pub use benchmark::{benchmark, BenchMode, BenchOptions, BenchReport};
 pub use classifier::{init_classifier, ClassScore, Classifier};
 pub use config::{load_config, model_kind, ModelKind};
 pub use detector::{init_detector, Detector};
-pub use nextdet_datasets::load_rgb8 as load_image;
+pub use nextdet_datasets::{load_rgb8_with as load_image_with, DecodeConvention};
 pub use nextdet_engine::config::Config;
 pub use nextdet_evaluation::Detections;
 pub use test::{test, TestOptions, TestReport};

@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use nextdet_datasets::draw::{draw_detections, save_png, DrawItem};
-use nextdet_datasets::load_rgb8;
+use nextdet_datasets::{load_rgb8_with, DecodeConvention};
 use nextdet_evaluation::Detections;
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -18,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 /// Draws `dets` over the image file `image` (boxes, class names, scores at or above
 /// `score_thr`, mask overlays) and writes the PNG to `out`.
 pub fn draw_to_file(image: &Path, dets: &Detections, names: &[String], score_thr: f32, out: &Path) -> Result<()> {
-    let img = load_rgb8(image)?;
+    let img = load_rgb8_with(image, DecodeConvention::OpenCv)?;
     let masks: Vec<Vec<u8>> = dets.masks.iter().flatten().map(|m| m.to_row_major_mask()).collect();
     let items: Vec<DrawItem> = (0..dets.boxes.len())
         .map(|i| DrawItem {

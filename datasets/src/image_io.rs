@@ -1,18 +1,46 @@
 //! Decoding image files into 8-bit RGB buffers.
 //!
-//! Decoding follows what PyTorch's data pipelines do with PIL (`Image.open(path).convert("RGB")`):
-//! grey images are replicated to three channels, an alpha channel is dropped, and EXIF
-//! orientation is *not* applied. The format is detected from the file's content, falling back to
-//! its extension; JPEG, PNG, BMP and WebP are supported.
+//! Decoding follows what the Python pipelines do, byte for byte. JPEG files are decoded by this
+//! crate's own decoder (`image_io/jpeg`), whose output is that of libjpeg-turbo's default decode
+//! (accurate integer IDCT, fancy upsampling), which both PIL and OpenCV use; PNG, BMP and WebP
+//! files by the `image` crate. Grey images are replicated to three channels and an alpha channel
+//! is dropped. The format is detected from the file's content, falling back to its extension.
+//!
+//! The two Python readers differ in two places, so the caller picks one with [`DecodeConvention`]:
+//!
+//! - [`DecodeConvention::Pil`] (timm and torchvision: `Image.open(path).convert("RGB")`, the
+//!   default, [`load_rgb8`]): EXIF orientation is *not* applied; CMYK JPEGs become RGB by PIL's rule.
+//! - [`DecodeConvention::OpenCv`] (mmdetection's `LoadImageFromFile`: `mmcv.imfrombytes` with
+//!   flag `color`, i.e. `cv2.imdecode(buf, cv2.IMREAD_COLOR)`, then BGR to RGB): a JPEG's EXIF
+//!   orientation is applied; CMYK JPEGs become RGB by OpenCV's rule (at most 1 level from PIL's).
+//!   EXIF orientation in PNG or WebP files is not read.
 //!
 //! A JPEG is checked for completeness before it is decoded: its marker structure is walked to the
 //! end-of-image marker, so a truncated file is an error rather than an image whose missing part
-//! the decoder filled with grey.
+//! the decoder filled with grey. Corrupt entropy-coded data is an error too (libjpeg-turbo warns
+//! and fills in zeros). Arithmetic-coded, lossless, hierarchical and 12-bit JPEGs are rejected as
+//! unsupported.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{ImageError, ImageFormat, ImageReader};
+
+mod jpeg;
+
+/// Whose conventions a file is decoded with, where PIL and OpenCV differ: EXIF orientation and
+/// CMYK JPEGs. Everything else (in particular every RGB, YCbCr and grey JPEG pixel) is the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeConvention {
+    /// PIL's `Image.open(path).convert("RGB")`, as timm and torchvision read images: EXIF
+    /// orientation ignored; CMYK through PIL's `CMYK;I` reading and `cmyk2rgb`.
+    #[default]
+    Pil,
+    /// OpenCV's `cv2.imdecode(buf, cv2.IMREAD_COLOR)` converted to RGB, as mmdetection reads
+    /// images (`mmcv.imfrombytes` with flag `color`): a JPEG's EXIF orientation applied; CMYK
+    /// through OpenCV's `icvCvt_CMYK2BGR_8u_C4C3R`.
+    OpenCv,
+}
 
 /// An 8-bit RGB image stored row-major, channels interleaved (HWC): the byte of channel `c` of
 /// pixel `(x, y)` is at `(y * width + x) * 3 + c`.
@@ -143,12 +171,19 @@ impl ImageIoError {
     }
 }
 
-/// Reads and decodes the image file at `path` into 8-bit RGB.
+/// Reads and decodes the image file at `path` into 8-bit RGB, as PIL does
+/// ([`DecodeConvention::Pil`]).
 ///
 /// Errors: [`ImageIoError::NotFound`] for a missing file, [`ImageIoError::Io`] for an unreadable
 /// one, [`ImageIoError::Corrupt`] for bad or truncated data, and [`ImageIoError::Unsupported`] for
 /// a format other than JPEG, PNG, BMP or WebP.
 pub fn load_rgb8(path: impl AsRef<Path>) -> Result<RgbImage, ImageIoError> {
+    load_rgb8_with(path, DecodeConvention::Pil)
+}
+
+/// Reads and decodes the image file at `path` into 8-bit RGB with the given convention; errors as
+/// for [`load_rgb8`].
+pub fn load_rgb8_with(path: impl AsRef<Path>, convention: DecodeConvention) -> Result<RgbImage, ImageIoError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -157,12 +192,23 @@ pub fn load_rgb8(path: impl AsRef<Path>) -> Result<RgbImage, ImageIoError> {
             ImageIoError::Io { path: path.to_path_buf(), source }
         }
     })?;
-    decode_rgb8(&bytes, path)
+    decode_rgb8_with(&bytes, path, convention)
 }
 
-/// Decodes an in-memory image file into 8-bit RGB. `path` is used to name the image in errors
-/// and, when the content is not recognized, to guess the format from its extension.
+/// Decodes an in-memory image file into 8-bit RGB as PIL does ([`DecodeConvention::Pil`]).
+/// `path` is used to name the image in errors and, when the content is not recognized, to guess
+/// the format from its extension.
 pub fn decode_rgb8(bytes: &[u8], path: impl AsRef<Path>) -> Result<RgbImage, ImageIoError> {
+    decode_rgb8_with(bytes, path, DecodeConvention::Pil)
+}
+
+/// Decodes an in-memory image file into 8-bit RGB with the given convention; `path` as for
+/// [`decode_rgb8`].
+pub fn decode_rgb8_with(
+    bytes: &[u8],
+    path: impl AsRef<Path>,
+    convention: DecodeConvention,
+) -> Result<RgbImage, ImageIoError> {
     let path = path.as_ref();
     let corrupt = |reason: String| ImageIoError::Corrupt { path: path.to_path_buf(), reason };
     if bytes.is_empty() {
@@ -194,6 +240,20 @@ pub fn decode_rgb8(bytes: &[u8], path: impl AsRef<Path>) -> Result<RgbImage, Ima
     }
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes).map_err(corrupt)?;
+        let rule = match convention {
+            DecodeConvention::Pil => jpeg::CmykRule::Pil,
+            DecodeConvention::OpenCv => jpeg::CmykRule::OpenCv,
+        };
+        let decoded = jpeg::decode(bytes, rule).map_err(|e| match e {
+            jpeg::JpegError::Corrupt(reason) => corrupt(reason),
+            jpeg::JpegError::Unsupported(reason) => ImageIoError::Unsupported { path: path.to_path_buf(), reason },
+        })?;
+        let image = RgbImage::from_raw(decoded.width, decoded.height, decoded.rgb)
+            .ok_or_else(|| corrupt("decoder returned a buffer of the wrong size".into()))?;
+        return Ok(match (convention, decoded.orientation) {
+            (DecodeConvention::OpenCv, Some(o)) => apply_exif_orientation(&image, o),
+            _ => image,
+        });
     }
     let decoded = reader.decode().map_err(|e| match e {
         ImageError::Unsupported(u) => ImageIoError::Unsupported { path: path.to_path_buf(), reason: u.to_string() },
@@ -203,6 +263,36 @@ pub fn decode_rgb8(bytes: &[u8], path: impl AsRef<Path>) -> Result<RgbImage, Ima
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     RgbImage::from_raw(w, h, rgb.into_raw())
         .ok_or_else(|| corrupt("decoder returned a buffer of the wrong size".into()))
+}
+
+/// The image as EXIF orientation `orientation` says it is to be displayed, as OpenCV's
+/// `ExifTransform` (`imgcodecs/src/loadsave.cpp`) turns it: 2 mirrors left-right, 3 rotates 180
+/// degrees, 4 mirrors top-bottom, 5 transposes, 6 rotates 90 degrees clockwise, 7 transposes across
+/// the anti-diagonal, 8 rotates 90 degrees counter-clockwise; 1 and values outside 1-8 leave the
+/// image as it is.
+pub fn apply_exif_orientation(image: &RgbImage, orientation: u16) -> RgbImage {
+    let (w, h) = (image.width, image.height);
+    if !(2..=8).contains(&orientation) {
+        return image.clone();
+    }
+    let (ow, oh) = if orientation >= 5 { (h, w) } else { (w, h) };
+    let mut data = Vec::with_capacity(w * h * 3);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (sx, sy) = match orientation {
+                2 => (w - 1 - ox, oy),
+                3 => (w - 1 - ox, h - 1 - oy),
+                4 => (ox, h - 1 - oy),
+                5 => (oy, ox),
+                6 => (oy, h - 1 - ox),
+                7 => (w - 1 - oy, h - 1 - ox),
+                _ => (w - 1 - oy, ox),
+            };
+            let i = (sy * w + sx) * 3;
+            data.extend_from_slice(&image.data[i..i + 3]);
+        }
+    }
+    RgbImage { width: ow, height: oh, data }
 }
 
 /// Walks a JPEG's marker segments and entropy-coded scans up to the end-of-image marker (EOI).

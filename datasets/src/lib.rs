@@ -18,7 +18,9 @@ pub mod resize;
 
 pub use classification::{center_crop, normalize_chw, EvalTransform, TransformError};
 pub use image_folder::{ImageFolder, ImageFolderError};
-pub use image_io::{decode_rgb8, load_rgb8, ImageIoError, RgbImage};
+pub use image_io::{
+    decode_rgb8, decode_rgb8_with, load_rgb8, load_rgb8_with, DecodeConvention, ImageIoError, RgbImage,
+};
 pub use resize::{resize_rgb8, resize_rgb8_with_order, Filter, PassOrder};
 pub mod sample;
 pub use sample::{Bitmap, DetSample, ImageMeta};

@@ -26,7 +26,7 @@ mod segmentation;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::image_io::{load_rgb8, ImageIoError};
+use crate::image_io::{load_rgb8_with, DecodeConvention, ImageIoError};
 use crate::sample::{Bitmap, DetSample, ImageMeta};
 use json::RawFile;
 use segmentation::check_segmentation;
@@ -458,7 +458,9 @@ impl CocoDataset {
     /// annotation file's.
     pub fn load(&self, i: usize) -> Result<DetSample, CocoError> {
         let info = self.info_or_err(i)?;
-        let image = load_rgb8(&info.path).map_err(|source| CocoError::Image { image_id: info.id, source })?;
+        // decoded as mmdetection reads images (cv2: a JPEG's EXIF orientation applied)
+        let image = load_rgb8_with(&info.path, DecodeConvention::OpenCv)
+            .map_err(|source| CocoError::Image { image_id: info.id, source })?;
         if image.width() != info.width || image.height() != info.height {
             return Err(CocoError::SizeMismatch {
                 file: info.path.clone(),
