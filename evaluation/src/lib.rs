@@ -8,6 +8,7 @@
 
 pub mod classification;
 pub mod coco;
+mod coco_input;
 pub mod masks;
 
 pub use classification::{top_k_indices, TopKAccuracy};
