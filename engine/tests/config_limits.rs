@@ -247,3 +247,21 @@ fn out_of_range_values_are_errors_naming_the_key_and_its_origin() {
     cfg.section::<Model>("model").unwrap();
     cfg.section::<LrScheduleConfig>("lr_config").unwrap();
 }
+
+/// A merge key in a `--cfg-options` value is resolved as in a file, so the merged config prints
+/// as YAML that loads back (found by the property test: `a={<<: 0}` used to be accepted and
+/// printed a document that does not load).
+#[test]
+fn merge_keys_in_overrides_are_resolved_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write(dir.path(), "cls.yaml", CLASSIFIER);
+    let mut cfg = Config::from_file(&base).unwrap();
+    let err = cfg.apply_overrides(&["a={<<: 0}"]).unwrap_err();
+    assert!(err.to_string().starts_with("bad --cfg-options override `a={<<: 0}`: value `{<<: 0}`: "), "{err}");
+    cfg.apply_overrides(&["a={<<: {x: 1, y: 1}, y: 2}"]).unwrap();
+    let printed = cfg.to_yaml_string().unwrap();
+    let again = Config::from_yaml_str(&printed, "printed.yaml").unwrap();
+    assert_eq!(again.root(), cfg.root());
+    assert_eq!(cfg.get("a.x"), Some(&serde_yaml::Value::from(1)));
+    assert_eq!(cfg.get("a.y"), Some(&serde_yaml::Value::from(2)));
+}

@@ -180,8 +180,11 @@ impl Config {
         if comps.iter().any(|c| *c == BASE_KEY || *c == DELETE_KEY) {
             return Err(bad(format!("`{BASE_KEY}` and `{DELETE_KEY}` cannot be overridden")));
         }
-        let value: Value =
+        let mut value: Value =
             serde_yaml::from_str(raw.trim()).map_err(|e| bad(format!("value `{raw}` is not valid YAML: {e}")))?;
+        // Merge keys (`<<`) mean in an override what they mean in a file; resolving them here
+        // also keeps the merged config printable as YAML that loads back.
+        value.apply_merge().map_err(|e| bad(format!("value `{raw}`: {e}")))?;
         let value = strip_delete(value);
 
         set_path(&mut self.root, &comps, value.clone()).map_err(bad)?;
