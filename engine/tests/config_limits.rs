@@ -265,3 +265,20 @@ fn merge_keys_in_overrides_are_resolved_or_refused() {
     assert_eq!(cfg.get("a.x"), Some(&serde_yaml::Value::from(1)));
     assert_eq!(cfg.get("a.y"), Some(&serde_yaml::Value::from(2)));
 }
+
+/// Merge keys inside merged mappings are resolved too (`a: {<<: {<<: 0}}` loaded as `a: {<<: 0}`,
+/// which printed as YAML that does not load; found by the config property test).
+#[test]
+fn nested_merge_keys_are_resolved_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.yaml", "a0:\n  <<:\n    <<: 0\n");
+    let err = Config::from_file(&bad).unwrap_err();
+    assert!(
+        err.to_string().contains("bad.yaml: invalid YAML: expected a mapping or list of mappings for merging"),
+        "{err}"
+    );
+    let ok = write(dir.path(), "ok.yaml", "a:\n  <<:\n    <<: {x: 1}\n    y: 2\n  z: 3\n");
+    let cfg = Config::from_file(&ok).unwrap();
+    assert_eq!(cfg.get("a").unwrap(), &serde_yaml::from_str::<serde_yaml::Value>("{x: 1, y: 2, z: 3}").unwrap());
+    Config::from_yaml_str(&cfg.to_yaml_string().unwrap(), "printed.yaml").unwrap();
+}

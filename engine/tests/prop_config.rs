@@ -294,7 +294,7 @@ fn configs_load_or_give_an_error() {
                     let last = overrides.last().unwrap();
                     let (k, v) = last.split_once('=').unwrap();
                     let mut want: Value = serde_yaml::from_str(v.trim()).unwrap();
-                    want.apply_merge().unwrap();
+                    while serde_yaml::to_string(&want).unwrap().contains("<<") && want.apply_merge().is_ok() {}
                     if !serde_yaml::to_string(&want).unwrap().contains("_delete_") {
                         prop_assert_eq!(cfg.get(k.trim()), Some(&want), "after {:?}", overrides);
                     }

@@ -184,7 +184,7 @@ impl Config {
             serde_yaml::from_str(raw.trim()).map_err(|e| bad(format!("value `{raw}` is not valid YAML: {e}")))?;
         // Merge keys (`<<`) mean in an override what they mean in a file; resolving them here
         // also keeps the merged config printable as YAML that loads back.
-        value.apply_merge().map_err(|e| bad(format!("value `{raw}`: {e}")))?;
+        resolve_merge_keys(&mut value).map_err(|e| bad(format!("value `{raw}`: {e}")))?;
         let value = strip_delete(value);
 
         set_path(&mut self.root, &comps, value.clone()).map_err(bad)?;
@@ -377,7 +377,7 @@ fn load_text(text: &str, path: &Path, shown: &Path, state: &mut LoadState) -> Re
     let mut doc: Value =
         serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
     // YAML merge keys (`<<: *anchor`), so one stage's head can be repeated with a change.
-    doc.apply_merge().map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
+    resolve_merge_keys(&mut doc).map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
     let mut own = match doc {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
@@ -410,6 +410,28 @@ fn load_text(text: &str, path: &Path, shown: &Path, state: &mut LoadState) -> Re
     record_all(&own, "", &Origin::File(shown.to_path_buf()), &mut own_prov);
     merge(&mut merged, &mut provenance, "", own, &own_prov);
     Ok((merged, provenance))
+}
+
+/// Applies YAML merge keys (`<<`) until none is left. serde_yaml's `apply_merge` merges one
+/// level: a merged mapping that itself holds a `<<` key brings that key in unresolved (`a: {<<:
+/// {<<: 0}}` became `a: {<<: 0}`, a config that printed as YAML that does not load). Each pass
+/// resolves the outermost merge keys, so the nesting bound ends the loop.
+fn resolve_merge_keys(value: &mut Value) -> Result<(), serde_yaml::Error> {
+    fn has_merge_key(v: &Value) -> bool {
+        match v {
+            Value::Mapping(m) => m.iter().any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+            Value::Sequence(s) => s.iter().any(has_merge_key),
+            Value::Tagged(t) => has_merge_key(&t.value),
+            _ => false,
+        }
+    }
+    for _ in 0..=MAX_CONFIG_DEPTH {
+        if !has_merge_key(value) {
+            return Ok(());
+        }
+        value.apply_merge()?;
+    }
+    Err(serde::de::Error::custom(format!("merge keys (`<<`) nested more than {MAX_CONFIG_DEPTH} levels deep")))
 }
 
 /// The entries of a `_base_` value: absent/null, one string, or a list of strings.
