@@ -28,11 +28,24 @@ fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
     zip.finish().unwrap();
 }
 
-/// A pickle integer (LONG1, 8 bytes).
+/// A pickle integer, encoded as CPython's pickler encodes it (BININT1, BININT2, BININT, else
+/// LONG1).
 fn int(v: i64) -> Vec<u8> {
-    let mut out = vec![0x8a, 8];
-    out.extend_from_slice(&v.to_le_bytes());
-    out
+    if (0..256).contains(&v) {
+        vec![b'K', v as u8]
+    } else if (0..65536).contains(&v) {
+        let mut out = vec![b'M'];
+        out.extend_from_slice(&(v as u16).to_le_bytes());
+        out
+    } else if let Ok(v) = i32::try_from(v) {
+        let mut out = vec![b'J'];
+        out.extend_from_slice(&v.to_le_bytes());
+        out
+    } else {
+        let mut out = vec![0x8a, 8];
+        out.extend_from_slice(&v.to_le_bytes());
+        out
+    }
 }
 
 /// A pickle string (BINUNICODE).
@@ -114,14 +127,18 @@ fn declared_sizes_beyond_the_file_are_errors_not_allocations() {
     let dir = tempfile::tempdir().unwrap();
     let four = 1.0f32.to_le_bytes();
     // The case: a ~700-byte file whose tensor declares 1e11 elements.
-    let path = pth(dir.path(), "huge.pth", &state_dict(rebuild(&tensor_args(1, 0, &[100_000_000_000], &[1]))), &four);
+    let args = tensor_args(1, 0, &[100_000, 1_000_000], &[1_000_000, 1]);
+    let path = pth(dir.path(), "huge.pth", &state_dict(rebuild(&args)), &four);
     assert!(std::fs::metadata(&path).unwrap().len() < 1000);
     let msg = unreadable(&path);
-    assert!(msg.contains("huge.pth: cannot read checkpoint (tensor `w`: shape [100000000000]"), "{msg}");
+    assert!(msg.contains("huge.pth: cannot read checkpoint (tensor `w`: shape [100000, 1000000]"), "{msg}");
     assert!(
         msg.contains("need 400000000000 bytes of data within its storage `archive/data/0`, which holds 4 bytes"),
         "{msg}"
     );
+    let args = tensor_args(1, 0, &[100_000_000_000], &[1]);
+    let msg = unreadable(&pth(dir.path(), "huge_1d.pth", &state_dict(rebuild(&args)), &four));
+    assert!(msg.contains("need 400000000000 bytes"), "{msg}");
 
     let cases: [(&str, Vec<Vec<u8>>, &str); 6] = [
         ("offset.pth", tensor_args(1, 5, &[1], &[1]), "and offset 5 need 4 bytes"),
