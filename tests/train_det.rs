@@ -112,3 +112,89 @@ fn a_missing_load_from_is_one_error_naming_the_key_and_file() {
     assert!(err.contains("load_from: /nonexistent/cls.safetensors") && err.contains("--cfg-options"), "{err}");
     assert!(err.contains("load_from=null") && !err.contains("panicked"), "{err}");
 }
+
+/// The values of a checkpoint file, by name, as raw bits (weights, optimizer state, EMA).
+fn checkpoint_bits(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = t.to_dtype(candle_core::DType::F64).unwrap().flatten_all().unwrap();
+            (k, t.to_vec1::<f64>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect()
+}
+
+/// The loss parts and evaluation metrics of a metrics.jsonl, without the timings.
+fn logged_values(work: &std::path::Path) -> Vec<String> {
+    metrics(work)
+        .into_iter()
+        .map(|mut v| {
+            for k in ["time", "data_time", "speed"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_gives_the_uninterrupted_run() {
+    use rand::{Rng, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shapes");
+    let out = nextdet(&["make-shapes", data.to_str().unwrap(), "--task", "detection", "--train", "4", "--val", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let epochs = 6;
+    let cfg = write_config(tmp.path(), &data, epochs);
+    let cfg = cfg.to_str().unwrap();
+    let straight = tmp.path().join("straight");
+    let started = std::time::Instant::now();
+    let out = nextdet(&["train", cfg, "--work-dir", straight.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run_secs = started.elapsed().as_secs_f64();
+
+    // Runs are killed at random points (startup, a step, an evaluation, a checkpoint write) and
+    // resumed until they finish; a finished run must equal the straight one; new runs start until
+    // 24 kills have landed.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut kills, mut rounds) = (0, 0);
+    while kills < 24 {
+        rounds += 1;
+        let work = tmp.path().join(format!("killed_{rounds}"));
+        let w = work.to_str().unwrap();
+        let mut starts = 0;
+        loop {
+            starts += 1;
+            assert!(starts < 200, "round {rounds} never finished");
+            let mut args = vec!["train", cfg, "--work-dir", w, "--threads", "2"];
+            if work.join("latest.safetensors").exists() {
+                args.push("--resume");
+            } else if work.exists() {
+                // killed before its first checkpoint: what it wrote is set aside
+                args.push("--overwrite");
+            }
+            let mut child = common::command(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let delay = rng.gen_range(0.0..run_secs.max(0.2));
+            std::thread::sleep(std::time::Duration::from_secs_f64(delay));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+            assert!(child.wait().unwrap().success(), "round {rounds}, start {starts} failed");
+            if work.join(format!("epoch_{epochs}.safetensors")).exists() {
+                break;
+            }
+        }
+        let last = format!("epoch_{epochs}.safetensors");
+        assert_eq!(checkpoint_bits(&work.join(&last)), checkpoint_bits(&straight.join(&last)), "round {rounds}");
+        assert_eq!(logged_values(&work), logged_values(&straight), "metrics.jsonl of round {rounds}");
+    }
+    eprintln!("{kills} kills in {rounds} rounds, every round equal to the uninterrupted run");
+}

@@ -35,12 +35,18 @@ pub fn init_detector(cfg: &Config, checkpoint: &Path) -> Result<Detector> {
     };
     let data: DetDataConfig = cfg.section("data")?;
     let pipeline = Pipeline::of(data.test_split()?)?;
-    let class_names = class_names(cfg, &data)?;
+    let num_classes = crate::config::model_config(cfg)?.detector().map_or(0, |(c, _)| c.roi_head.num_classes());
+    let class_names = match nextdet_backbones::weights::checkpoint_class_names(checkpoint) {
+        Some(names) if names.len() == num_classes => names,
+        _ => class_names(cfg, &data)?,
+    };
     Ok(Detector { model, pipeline, class_names })
 }
 
-/// Class names for drawing and listing: `classes:` in the config, else the test split's
-/// categories when its annotation file exists, else none (labels are shown as numbers).
+/// Class names for drawing and listing when the checkpoint carries none (an mmdetection `.pth`
+/// carries `meta.CLASSES`): `classes:` in the config (the COCO dataset config lists COCO's 80),
+/// else the test split's categories when its annotation file exists, else none (labels are
+/// shown as numbers).
 fn class_names(cfg: &Config, data: &DetDataConfig) -> Result<Vec<String>> {
     if let Some(names) = cfg.section::<Option<Vec<String>>>("classes")? {
         return Ok(names);

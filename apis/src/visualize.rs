@@ -5,8 +5,9 @@
 //! `infer`'s inputs, the dataset's image folder for `test`) under the output folder, with the
 //! extension `.png` (the drawing) or `.json` (the detections). Two inputs that would get the
 //! same name (`a.png` and `a.jpg`) are told apart by keeping the later ones' extension
-//! (`a.jpg.png`), and an output that would land on an input file gets `.det` before its
-//! extension (`img.det.png`): an output never replaces an input.
+//! (`a.jpg.png`), and when an output would land on an input file, the drawing and the JSON
+//! both get `.det` before their extension (`img.det.png`, `img.det.json`): an output never
+//! replaces an input.
 
 use anyhow::{Context, Result};
 use nextdet_datasets::draw::{draw_detections, save_png, DrawItem};
@@ -57,15 +58,12 @@ pub fn output_names(inputs: &[PathBuf], relative: &[PathBuf], out_dir: &Path) ->
             k += 1;
         }
         taken.insert(base.clone());
-        let named = |ext: &str| {
-            let p = append_extension(&base, ext);
-            if is_input(&p) {
-                append_extension(&base, &format!("det.{ext}"))
-            } else {
-                p
-            }
-        };
-        out.push(OutputNames { drawing: named("png"), detections: named("json") });
+        let (png, json) = (append_extension(&base, "png"), append_extension(&base, "json"));
+        out.push(if is_input(&png) || is_input(&json) {
+            OutputNames { drawing: append_extension(&base, "det.png"), detections: append_extension(&base, "det.json") }
+        } else {
+            OutputNames { drawing: png, detections: json }
+        });
     }
     out
 }

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use nextdet_backbones::weights::{describe, load_checkpoint};
+use nextdet_backbones::weights::{describe_non_finite, load_checkpoint};
 use nextdet_engine::config::Config;
 use nextdet_models::{build_model, Model};
 use nextdet_ops::ParamStore;
@@ -26,7 +26,13 @@ pub fn load_strict(params: &ParamStore, path: &Path) -> Result<()> {
         outcome.report.is_exact(),
         "{}: checkpoint does not fit this model: {}",
         path.display(),
-        describe(&outcome.report)
+        outcome.report.summary()
+    );
+    anyhow::ensure!(
+        outcome.non_finite.is_empty(),
+        "{}: {}; refusing to evaluate or run a model with them",
+        path.display(),
+        describe_non_finite(&outcome.non_finite)
     );
     Ok(())
 }
@@ -48,13 +54,20 @@ pub fn load_initial_weights(params: &ParamStore, path: &Path) -> Result<()> {
         tracing::info!("{}: {note}", path.display());
     }
     if !outcome.report.is_exact() {
-        tracing::warn!("{}: {}", path.display(), describe(&outcome.report));
+        tracing::warn!("{}: {}", path.display(), outcome.report.summary());
+    }
+    if !outcome.non_finite.is_empty() {
+        tracing::warn!(
+            "{}: {}; training starts from them anyway",
+            path.display(),
+            describe_non_finite(&outcome.non_finite)
+        );
     }
     anyhow::ensure!(
         outcome.report.missing.len() < params.tensors().len(),
         "{}: no tensor of the checkpoint fits this model ({})",
         path.display(),
-        describe(&outcome.report)
+        outcome.report.summary()
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Unknown keys are errors (`deny_unknown_fields`), so a typo in a config never silently falls
 //! back to a default.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Which backbone family, chosen by the config's `type` key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,17 +72,18 @@ pub struct ConvNeXtConfig {
     /// Blocks per stage.
     #[serde(default)]
     pub depths: Option<Vec<usize>>,
-    /// Channels per stage.
-    #[serde(default)]
+    /// Channels per stage (each at least 1).
+    #[serde(default, deserialize_with = "dims")]
     pub dims: Option<Vec<usize>>,
-    /// Input channels.
-    #[serde(default = "default_in_chans")]
+    /// Input channels (at least 1).
+    #[serde(default = "default_in_chans", deserialize_with = "in_chans")]
     pub in_chans: usize,
-    /// Stochastic depth rate of the last block; rates grow linearly from 0 over all blocks.
-    #[serde(default)]
+    /// Stochastic depth rate of the last block, in `[0, 1)`; rates grow linearly from 0 over all
+    /// blocks.
+    #[serde(default, deserialize_with = "drop_path_rate")]
     pub drop_path_rate: f64,
-    /// Initial layer-scale value; 0 or less means no layer scale (no `gamma` parameters).
-    #[serde(default = "default_layer_scale")]
+    /// Initial layer-scale value (finite); 0 or less means no layer scale (no `gamma` parameters).
+    #[serde(default = "default_layer_scale", deserialize_with = "layer_scale_init_value")]
     pub layer_scale_init_value: f64,
     /// Stages whose (normed) outputs the detection mode returns.
     #[serde(default = "default_out_indices")]
@@ -125,17 +126,17 @@ pub struct IsotropicConfig {
     /// Number of blocks.
     #[serde(default)]
     pub depth: Option<usize>,
-    /// Channels.
-    #[serde(default)]
+    /// Channels (at least 1).
+    #[serde(default, deserialize_with = "dim")]
     pub dim: Option<usize>,
-    /// Input channels.
-    #[serde(default = "default_in_chans")]
+    /// Input channels (at least 1).
+    #[serde(default = "default_in_chans", deserialize_with = "in_chans")]
     pub in_chans: usize,
-    /// Stochastic depth rate of the last block (linear rule).
-    #[serde(default)]
+    /// Stochastic depth rate of the last block (linear rule), in `[0, 1)`.
+    #[serde(default, deserialize_with = "drop_path_rate")]
     pub drop_path_rate: f64,
-    /// Initial layer-scale value; the official iso-S/B are trained with 0 (no `gamma`).
-    #[serde(default)]
+    /// Initial layer-scale value (finite); the official iso-S/B are trained with 0 (no `gamma`).
+    #[serde(default, deserialize_with = "layer_scale_init_value")]
     pub layer_scale_init_value: f64,
 }
 
@@ -171,4 +172,57 @@ pub struct ResNetConfig {
     /// mmdetection detection configs use).
     #[serde(default = "default_frozen_stages")]
     pub frozen_stages: i64,
+}
+
+// Value checks, run while a section deserializes so that every command that reads a config
+// rejects an out-of-range value at load time. Each message starts with the field's name in
+// backquotes, which the config loader uses to point at the key (its position is lost inside the
+// `type`-tagged enum).
+
+/// `drop_path_rate` in `[0, 1)`: a rate of 1 or more drops every residual branch (timm's
+/// `DropPath` keeps a sample with probability `1 - rate`).
+fn drop_path_rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("`drop_path_rate` must be in [0, 1), got {v}")))
+    }
+}
+
+/// `layer_scale_init_value`: any finite number (0 or less turns layer scale off).
+fn layer_scale_init_value<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("`layer_scale_init_value` must be a finite number, got {v}")))
+    }
+}
+
+/// `in_chans` of at least 1.
+fn in_chans<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("`in_chans` must be at least 1, got 0")),
+        v => Ok(v),
+    }
+}
+
+/// An isotropic `dim` of at least 1 (or none: from `arch`).
+fn dim<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match Option::<usize>::deserialize(d)? {
+        Some(0) => Err(serde::de::Error::custom("`dim` must be at least 1, got 0")),
+        v => Ok(v),
+    }
+}
+
+/// ConvNeXt `dims`, each at least 1 (or none: from `arch`).
+fn dims<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<usize>>, D::Error> {
+    let v = Option::<Vec<usize>>::deserialize(d)?;
+    match &v {
+        Some(dims) if dims.contains(&0) => {
+            Err(serde::de::Error::custom(format!("`dims` must all be at least 1, got {dims:?}")))
+        }
+        _ => Ok(v),
+    }
 }

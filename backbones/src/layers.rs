@@ -58,9 +58,18 @@ impl PatchConv {
         Ok(Self { weight, bias: scope.param("bias", out, Init::Const(0.0))?, k })
     }
 
-    /// `[N, C, H, W]` (an image batch) to channels-last `[N, H/k, W/k, out]`.
+    /// `[N, C, H, W]` (an image batch) to channels-last `[N, H/k, W/k, out]`. An input whose
+    /// channel count is not the weight's is an error saying so (the backbone's `in_chans`).
     pub fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
+        let inp = self.weight.dim(1)?;
+        if c != inp {
+            candle_core::bail!(
+                "the images have {c} channels, but the backbone's stem takes {inp} (`in_chans: {inp}`, stem weight \
+                 {:?}); the data pipelines give RGB images, which need `in_chans: 3`",
+                self.weight.dims()
+            );
+        }
         let (ho, wo, k) = (h / self.k, w / self.k, self.k);
         let x = x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?;
         let patches = x.reshape((n, c, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?;

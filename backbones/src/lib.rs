@@ -11,6 +11,7 @@ pub mod config;
 pub mod convnext;
 pub mod isotropic;
 pub mod layers;
+mod pth;
 pub mod resnet;
 pub mod weights;
 

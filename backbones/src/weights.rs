@@ -6,7 +6,7 @@
 //! `stages.0.blocks.2.conv_dw`, `mlp.fc1`, `head.fc`), renamed to the official ones; mmdetection
 //! detector checkpoints (`backbone.`, `neck.`, ... prefixes); torchvision ResNet names as they are.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use nextdet_ops::params::LoadReport;
 use nextdet_ops::ParamStore;
 use std::collections::HashMap;
@@ -47,25 +47,36 @@ pub struct LoadOutcome {
     pub report: LoadReport,
     /// Human-readable notes: the detected layout, a dropped classifier head, ignored parts.
     pub notes: Vec<String>,
+    /// The loaded tensors that hold NaN or infinite values (see [`non_finite_tensors`]): the
+    /// caller refuses such a checkpoint for evaluation and inference and warns when it only
+    /// starts a training.
+    pub non_finite: Vec<NonFinite>,
 }
 
 /// Reads every tensor of a checkpoint file onto the CPU, keyed by its name in the file.
+///
+/// Nothing in the file is trusted: a `.pth` archive's pickle is interpreted without running
+/// anything and every tensor's declared shape, stride, offset and type is checked against the
+/// bytes its storage entry holds before anything is allocated (`pth.rs`); a safetensors file's
+/// header must fit in the file, and its offsets and shapes are checked against each other and
+/// the file's length by the safetensors crate (`SafeTensors::read_metadata` validates every
+/// tensor's byte range against its shape and dtype) before any tensor is read. A file that is
+/// not a regular file (a folder, `/dev/zero`) is refused before it is read.
 pub fn read_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
     let unreadable = |reason: String| WeightsError::Unreadable { path: path.to_path_buf(), reason };
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => WeightsError::NotFound(path.to_path_buf()),
+        _ => unreadable(e.to_string()),
+    })?;
+    let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
     let mut magic = [0u8; 16];
-    let n = std::fs::File::open(path)
-        .map_err(|_| WeightsError::NotFound(path.to_path_buf()))?
-        .read(&mut magic)
-        .map_err(|e| unreadable(e.to_string()))?;
+    let n = file.read(&mut magic).map_err(|e| unreadable(e.to_string()))?;
+    drop(file);
     if n >= 4 && magic[..4] == *b"PK\x03\x04" {
-        for key in ["state_dict", "model", "module"] {
-            if let Ok(list) = candle_core::pickle::read_all_with_key(path, Some(key)) {
-                if !list.is_empty() {
-                    return Ok(list.into_iter().collect());
-                }
-            }
-        }
-        let list = candle_core::pickle::read_all_with_key(path, None).map_err(|e| unreadable(e.to_string()))?;
+        let list = crate::pth::read(path).map_err(unreadable)?;
         if list.is_empty() {
             return Err(unreadable("no tensors found in the archive".into()));
         }
@@ -73,9 +84,81 @@ pub fn read_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>, WeightsEr
     }
     let header_len = if n >= 9 { u64::from_le_bytes(magic[..8].try_into().expect("8 bytes")) } else { 0 };
     if n >= 9 && magic[8] == b'{' && header_len > 0 {
+        if header_len > meta.len() - 8 {
+            return Err(unreadable(format!(
+                "the safetensors header declares {header_len} bytes, but the file has {} after the length",
+                meta.len() - 8
+            )));
+        }
         return candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| unreadable(e.to_string()));
     }
     Err(WeightsError::UnknownFormat(path.to_path_buf()))
+}
+
+/// A tensor holding NaN or infinite values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFinite {
+    /// The tensor's name.
+    pub name: String,
+    /// How many of its values are NaN or infinite.
+    pub count: usize,
+    /// How many values it has.
+    pub len: usize,
+}
+
+/// The floating-point tensors among `tensors` that hold NaN or infinite values, sorted by name,
+/// in one parallel pass over the values (no copy for contiguous CPU tensors). A checkpoint
+/// written after a divergence loads without any error and gives garbage; the commands that
+/// evaluate or infer refuse it with this list, the ones that start a training from it warn.
+pub fn non_finite_tensors<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Vec<NonFinite> {
+    use rayon::prelude::*;
+    let tensors: Vec<(&String, &Tensor)> = tensors.into_iter().collect();
+    let mut found: Vec<NonFinite> = tensors
+        .par_iter()
+        .filter_map(|(name, t)| {
+            let count = count_non_finite(t);
+            (count > 0).then(|| NonFinite { name: (*name).clone(), count, len: t.elem_count() })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// How many values of `t` are NaN or infinite (0 for integer tensors).
+fn count_non_finite(t: &Tensor) -> usize {
+    use candle_core::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    fn count<T: Copy + Send + Sync>(v: &[T], finite: impl Fn(T) -> bool + Send + Sync) -> usize {
+        v.par_chunks(1 << 16).map(|c| c.iter().filter(|&&x| !finite(x)).count()).sum()
+    }
+    if !t.dtype().is_float() {
+        return 0;
+    }
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            match cpu {
+                CpuStorage::F32(v) => return count(&v[start..end], f32::is_finite),
+                CpuStorage::F64(v) => return count(&v[start..end], f64::is_finite),
+                CpuStorage::F16(v) => return count(&v[start..end], half::f16::is_finite),
+                CpuStorage::BF16(v) => return count(&v[start..end], half::bf16::is_finite),
+                _ => {}
+            }
+        }
+    }
+    match t.flatten_all().and_then(|f| f.to_dtype(DType::F64)).and_then(|f| f.to_vec1::<f64>()) {
+        Ok(v) => count(&v, f64::is_finite),
+        Err(_) => 0,
+    }
+}
+
+/// One line naming the tensors of [`non_finite_tensors`]: their count and up to three names
+/// with how many of their values are not finite.
+pub fn describe_non_finite(found: &[NonFinite]) -> String {
+    let shown: Vec<String> = found.iter().take(3).map(|f| format!("{} ({} of {})", f.name, f.count, f.len)).collect();
+    let more = if found.len() > 3 { format!(", ... ({} more)", found.len() - 3) } else { String::new() };
+    let what = if found.len() == 1 { "tensor holds" } else { "tensors hold" };
+    format!("{} {what} NaN or infinite values: {}{more}", found.len(), shown.join(", "))
 }
 
 /// Renames one timm ConvNeXt key to the official layout; other keys pass unchanged.
@@ -128,8 +211,15 @@ fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>
     (tensors, notes)
 }
 
-/// Reads a checkpoint and brings its names to the official layout (see `canonical_names`);
-/// what `nextdet convert-weights` writes.
+/// The class names a published mmdetection checkpoint carries (`meta.CLASSES` of its `.pth`),
+/// so that drawings and listings name what the model was trained on; `None` when the file has
+/// none (our safetensors checkpoints, classification checkpoints).
+pub fn checkpoint_class_names(path: &Path) -> Option<Vec<String>> {
+    crate::pth::class_names(path).filter(|names| !names.is_empty())
+}
+
+/// Reads a checkpoint and brings its names to the official layout; returns the tensors and
+/// notes on what was renamed.
 pub fn read_canonical(path: &Path) -> Result<(HashMap<String, Tensor>, Vec<String>), WeightsError> {
     Ok(canonical_names(read_checkpoint(path)?))
 }
@@ -191,33 +281,9 @@ pub fn load_checkpoint(store: &ParamStore, path: &Path, strict: bool) -> Result<
         .load(&tensors)
         .map_err(|e| WeightsError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
     if strict && !report.is_exact() {
-        return Err(WeightsError::Mismatch { path: path.to_path_buf(), details: describe(&report) });
+        return Err(WeightsError::Mismatch { path: path.to_path_buf(), details: report.summary() });
     }
-    Ok(LoadOutcome { report, notes })
-}
-
-/// One line summarising a load report, with up to three names of each kind.
-pub fn describe(report: &LoadReport) -> String {
-    fn some(names: &[String]) -> String {
-        let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-        let more = if names.len() > 3 { format!(", ... ({} more)", names.len() - 3) } else { String::new() };
-        format!("{}{more}", shown.join(", "))
-    }
-    let mut parts = Vec::new();
-    if !report.missing.is_empty() {
-        parts.push(format!("{} missing ({})", report.missing.len(), some(&report.missing)));
-    }
-    if !report.unexpected.is_empty() {
-        parts.push(format!("{} unexpected ({})", report.unexpected.len(), some(&report.unexpected)));
-    }
-    if !report.mismatched.is_empty() {
-        let shapes: Vec<String> =
-            report.mismatched.iter().map(|(n, m, c)| format!("{n}: model {m:?} vs checkpoint {c:?}")).collect();
-        parts.push(format!("{} mis-shaped ({})", shapes.len(), some(&shapes)));
-    }
-    if parts.is_empty() {
-        "all tensors matched".into()
-    } else {
-        parts.join("; ")
-    }
+    let loaded = tensors.iter().filter(|(k, t)| model.get(*k).is_some_and(|shape| shape.as_slice() == t.dims()));
+    let non_finite = non_finite_tensors(loaded);
+    Ok(LoadOutcome { report, notes, non_finite })
 }

@@ -39,5 +39,5 @@ pub fn load_exact(store: &ParamStore, tensors: &HashMap<String, Tensor>) {
     let subset: HashMap<String, Tensor> =
         tensors.iter().filter(|(k, _)| names.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let report = store.load(&subset).unwrap();
-    assert!(report.is_exact(), "{}", nextdet_backbones::weights::describe(&report));
+    assert!(report.is_exact(), "{}", report.summary());
 }

@@ -123,3 +123,13 @@ fn a_checkpoint_of_another_model_is_rejected_by_name() {
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{msg}");
     assert!(msg.contains("convnext_tiny_official.pth") && msg.contains("missing (stages.2.9."), "{msg}");
 }
+
+#[test]
+fn an_mmdetection_checkpoint_names_its_classes() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/checkpoints");
+    let names = nextdet_backbones::weights::checkpoint_class_names(&dir.join("mmdet_meta_classes.pth"));
+    assert_eq!(names, Some(vec!["person".to_string(), "traffic light".into(), "teddy bear".into()]));
+    // a checkpoint whose meta holds no CLASSES, and one that is not a .pth
+    assert_eq!(nextdet_backbones::weights::checkpoint_class_names(&dir.join("dtypes_views.pth")), None);
+    assert_eq!(nextdet_backbones::weights::checkpoint_class_names(&dir.join("convnext_tiny_timm.safetensors")), None);
+}

@@ -96,6 +96,18 @@ pub enum ShapesError {
         /// What failed.
         reason: String,
     },
+    /// The target exists and is not a folder (a file, a device).
+    #[error("{}: exists and is not a folder; give a new folder for the dataset", path.display())]
+    NotAFolder {
+        /// The target.
+        path: PathBuf,
+    },
+    /// The target folder exists and is not empty (`nextdet make-shapes` writes into a new one).
+    #[error("{}: the folder exists and is not empty; give a new folder", path.display())]
+    NotEmpty {
+        /// The target.
+        path: PathBuf,
+    },
     /// The target folder exists, is not empty, and is not a finished dataset.
     #[error("{} exists but is not a complete synthetic dataset ({reason}); remove it or choose another folder", dir.display())]
     Incomplete {
@@ -399,6 +411,30 @@ fn create_dir(path: &Path) -> Result<(), ShapesError> {
     std::fs::create_dir_all(path).map_err(io_err(path))
 }
 
+/// Errors when `dir` exists and is not a folder, naming it (writing inside a file would fail
+/// later with an error about a path below it).
+fn check_not_a_file(dir: &Path) -> Result<(), ShapesError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(ShapesError::NotAFolder { path: dir.to_path_buf() }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that `dir` can receive a new dataset: it does not exist, or is an empty folder.
+/// Errors name `dir`: [`ShapesError::NotAFolder`], [`ShapesError::NotEmpty`], or
+/// [`ShapesError::Io`] when it cannot be listed.
+pub fn check_new_dir(dir: &Path) -> Result<(), ShapesError> {
+    check_not_a_file(dir)?;
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            Some(_) => Err(ShapesError::NotEmpty { path: dir.to_path_buf() }),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ShapesError::Io { path: dir.to_path_buf(), source: e }),
+    }
+}
+
 /// Writes one detection split; returns `(instances, crowds)`.
 fn write_detection_split(
     dir: &Path,
@@ -448,7 +484,9 @@ fn write_detection_split(
 /// Writes the synthetic detection set under `dir`: `train/NNNNNN.png`, `val/NNNNNN.png` and
 /// `annotations/instances_{train,val}.json` (COCO format, category ids 1..=5 in
 /// [`CATEGORIES`] order, image ids from 1 in file-name order). Image sides are 160..=320 px.
+/// A `dir` that exists and is not a folder is [`ShapesError::NotAFolder`], naming it.
 pub fn make_detection(dir: &Path, n_train: usize, n_val: usize, seed: u64) -> Result<ShapesSummary, ShapesError> {
+    check_not_a_file(dir)?;
     let (train_instances, train_crowds) = write_detection_split(dir, "train", n_train, seed, 1)?;
     let (val_instances, val_crowds) = write_detection_split(dir, "val", n_val, seed, 2)?;
     Ok(ShapesSummary {
@@ -465,13 +503,15 @@ pub fn make_detection(dir: &Path, n_train: usize, n_val: usize, seed: u64) -> Re
 /// Writes the synthetic classification set as an `ImageFolder`:
 /// `dir/{train,val}/{class}/NNNNNN.png`, one shape per image on a noisy background, square
 /// images of 64..=96 px, the shape's diameter 50%..90% of the side; plus the
-/// [`CLASSIFICATION_MARKER`] file holding [`CLASSIFICATION_VERSION`].
+/// [`CLASSIFICATION_MARKER`] file holding [`CLASSIFICATION_VERSION`]. A `dir` that exists and is
+/// not a folder is [`ShapesError::NotAFolder`], naming it.
 pub fn make_classification(
     dir: &Path,
     n_train_per_class: usize,
     n_val_per_class: usize,
     seed: u64,
 ) -> Result<ShapesSummary, ShapesError> {
+    check_not_a_file(dir)?;
     for (split, n, stream) in [("train", n_train_per_class, 3u64), ("val", n_val_per_class, 4)] {
         for (cat, class) in CATEGORIES.iter().enumerate() {
             let class_dir = dir.join(split).join(class);
@@ -514,6 +554,7 @@ fn generate_atomically(
     what: &str,
     make: impl FnOnce(&Path) -> Result<ShapesSummary, ShapesError>,
 ) -> Result<(), ShapesError> {
+    check_not_a_file(dir)?;
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
         if entries.next().is_some() {

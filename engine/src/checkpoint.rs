@@ -171,13 +171,24 @@ fn sync_dir(path: &Path) {
     }
 }
 
-/// Writes `bytes` to `path` atomically: `<path>.tmp`, fsync, rename.
+/// Writes `bytes` to `path` atomically: `<path>.tmp`, fsync, rename. When the write fails (a
+/// full disk, a file-size limit), the temporary file is removed and the error names `path` and
+/// says that the file already there, if any, is unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = tmp_path(path);
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp, "cannot create"))?;
-    f.write_all(bytes).map_err(io(&tmp, "cannot write"))?;
-    f.sync_all().map_err(io(&tmp, "cannot flush"))?;
-    drop(f);
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(CheckpointError::Io {
+            path: path.to_path_buf(),
+            what: "cannot write the checkpoint (the file already there, if any, is unchanged)",
+            source,
+        });
+    }
     fs::rename(&tmp, path).map_err(io(path, "cannot rename the temporary file over"))?;
     sync_dir(path);
     Ok(())
@@ -190,9 +201,21 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
 }
 
 /// Reads a checkpoint onto `device`, splitting the tensors by prefix and parsing the run state.
+///
+/// Only a regular file is read, and only as many bytes as its length (so `/dev/zero` or a pipe
+/// is an error, not an endless read). The safetensors header must fit in the file and every
+/// tensor's byte range must match its shape and dtype and lie inside the file
+/// (`SafeTensors::read_metadata` checks both) before any tensor is built.
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+    use std::io::Read;
     let format = |msg: String| CheckpointError::Format { path: path.to_path_buf(), msg };
-    let bytes = fs::read(path).map_err(io(path, "cannot read checkpoint"))?;
+    let file = fs::File::open(path).map_err(io(path, "cannot read checkpoint"))?;
+    let meta = file.metadata().map_err(io(path, "cannot read checkpoint"))?;
+    if !meta.is_file() {
+        return Err(format("not a regular file".into()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(meta.len()).read_to_end(&mut bytes).map_err(io(path, "cannot read checkpoint"))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| format(format!("not a valid safetensors checkpoint: {e}")))?;
     let run = match meta.metadata().as_ref().and_then(|m| m.get(RUN_STATE_KEY)) {

@@ -35,7 +35,8 @@ pub enum ParamwiseConfig {
     LayerDecay {
         /// The recipe's `num_layers` (6 for ConvNeXt-T detection, 12 otherwise).
         num_layers: usize,
-        /// The per-layer learning-rate factor.
+        /// The per-layer learning-rate factor, greater than 0.
+        #[serde(deserialize_with = "decay_rate")]
         decay_rate: f64,
         /// Which id rule.
         #[serde(default)]
@@ -44,6 +45,12 @@ pub enum ParamwiseConfig {
     /// No weight decay on 1-D parameters and biases, one learning rate (ConvNeXt's ImageNet training
     /// without `--layer_decay`): groups `decay` and `no_decay`.
     NoDecayNormBias,
+}
+
+/// `decay_rate` greater than 0: 0 or less would zero or flip the sign of every learning rate
+/// but the heads'.
+fn decay_rate<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    crate::optim::checks::number(d, "decay_rate", crate::optim::checks::positive, "must be greater than 0")
 }
 
 /// Splits a dotted name into its integer component at `at`, or errors naming the parameter.

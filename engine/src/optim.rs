@@ -85,19 +85,20 @@ pub struct OptimizerConfig {
     /// `AdamW` or `SGD`.
     #[serde(rename = "type")]
     pub kind: OptimizerType,
-    /// Base learning rate (the schedule's reference value).
+    /// Base learning rate (the schedule's reference value), greater than 0.
+    #[serde(deserialize_with = "checks::lr")]
     pub lr: f64,
-    /// Weight decay for the groups that decay.
-    #[serde(default)]
+    /// Weight decay for the groups that decay, 0 or more.
+    #[serde(default, deserialize_with = "checks::weight_decay")]
     pub weight_decay: f64,
-    /// AdamW moment decay rates.
-    #[serde(default = "default_betas")]
+    /// AdamW moment decay rates, each in `[0, 1)`.
+    #[serde(default = "default_betas", deserialize_with = "checks::betas")]
     pub betas: [f64; 2],
-    /// AdamW epsilon.
-    #[serde(default = "default_eps")]
+    /// AdamW epsilon, greater than 0.
+    #[serde(default = "default_eps", deserialize_with = "checks::eps")]
     pub eps: f64,
-    /// SGD momentum.
-    #[serde(default)]
+    /// SGD momentum, 0 or more.
+    #[serde(default, deserialize_with = "checks::momentum")]
     pub momentum: f64,
     /// SGD Nesterov momentum.
     #[serde(default)]
@@ -114,6 +115,66 @@ impl OptimizerConfig {
         match self.kind {
             OptimizerType::AdamW => Algorithm::AdamW { betas: (self.betas[0], self.betas[1]), eps: self.eps },
             OptimizerType::Sgd => Algorithm::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+        }
+    }
+}
+
+/// Range checks of optimizer and schedule values, run while a config section deserializes so
+/// that every command rejects an out-of-range value at load time, naming the key. The ranges
+/// are `torch.optim`'s (`AdamW`/`SGD` raise `ValueError` for a negative `lr`, `eps`,
+/// `weight_decay` or `momentum` and for betas outside `[0, 1)`), except that a learning rate of
+/// 0 is refused too (nothing would train). Each message starts with the field's name in
+/// backquotes, which the config loader uses to point at the key.
+pub(crate) mod checks {
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads a number and keeps it when `ok`, else errors with "`field` `rule`, got value".
+    pub(crate) fn number<'de, D: Deserializer<'de>>(
+        d: D,
+        field: &str,
+        ok: fn(f64) -> bool,
+        rule: &str,
+    ) -> Result<f64, D::Error> {
+        let v = f64::deserialize(d)?;
+        if ok(v) {
+            Ok(v)
+        } else {
+            Err(serde::de::Error::custom(format!("`{field}` {rule}, got {v}")))
+        }
+    }
+
+    /// Greater than 0 (and finite).
+    pub(crate) fn positive(v: f64) -> bool {
+        v > 0.0 && v.is_finite()
+    }
+
+    /// 0 or more (and finite).
+    pub(crate) fn non_negative(v: f64) -> bool {
+        v >= 0.0 && v.is_finite()
+    }
+
+    pub(crate) fn lr<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(d, "lr", positive, "must be greater than 0")
+    }
+
+    pub(crate) fn weight_decay<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(d, "weight_decay", non_negative, "must be 0 or more")
+    }
+
+    pub(crate) fn eps<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(d, "eps", positive, "must be greater than 0")
+    }
+
+    pub(crate) fn momentum<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(d, "momentum", non_negative, "must be 0 or more")
+    }
+
+    pub(crate) fn betas<'de, D: Deserializer<'de>>(d: D) -> Result<[f64; 2], D::Error> {
+        let v = <[f64; 2]>::deserialize(d)?;
+        if v.iter().all(|b| (0.0..1.0).contains(b)) {
+            Ok(v)
+        } else {
+            Err(serde::de::Error::custom(format!("`betas` must be two numbers in [0, 1), got {v:?}")))
         }
     }
 }
@@ -277,6 +338,21 @@ impl Optimizer {
             }
             if t.dims() != var.dims() {
                 bail!("optimizer state `{key}`: shape {:?} does not match the parameter's {:?}", t.dims(), var.dims());
+            }
+            let kind = match self.algorithm {
+                Algorithm::AdamW { .. } => "AdamW",
+                Algorithm::Sgd { .. } => "SGD",
+            };
+            let saved_by = match field {
+                "exp_avg" | "exp_avg_sq" => "AdamW",
+                "momentum_buffer" => "SGD",
+                _ => kind,
+            };
+            if saved_by != kind {
+                bail!(
+                    "optimizer state `{key}` was saved by {saved_by}, but the config's optimizer is {kind}; resume with \
+                     the optimizer the run was trained with, or start from the weights only with --load-from"
+                );
             }
             let t = Buf::from_tensor(t, var)?;
             match field {

@@ -41,11 +41,11 @@ pub enum LrScheduleConfig {
     Step {
         /// Epoch indices (from 0) at which the rate is multiplied by `gamma`.
         step: Vec<usize>,
-        /// Decay factor.
-        #[serde(default = "default_gamma")]
+        /// Decay factor, greater than 0.
+        #[serde(default = "default_gamma", deserialize_with = "gamma")]
         gamma: f64,
-        /// Lower bound of the decayed rate.
-        #[serde(default)]
+        /// Lower bound of the decayed rate, 0 or more.
+        #[serde(default, deserialize_with = "optional_min_lr")]
         min_lr: Option<f64>,
         /// Warmup shape, none by default.
         #[serde(default)]
@@ -53,8 +53,8 @@ pub enum LrScheduleConfig {
         /// Warmup length in iterations.
         #[serde(default)]
         warmup_iters: usize,
-        /// Warmup start ratio.
-        #[serde(default = "default_warmup_ratio")]
+        /// Warmup start ratio, in `(0, 1]`.
+        #[serde(default = "default_warmup_ratio", deserialize_with = "warmup_ratio")]
         warmup_ratio: f64,
     },
     /// mmcv `FixedLrUpdaterHook`: the base rate, with optional warmup.
@@ -66,15 +66,16 @@ pub enum LrScheduleConfig {
         /// Warmup length in iterations.
         #[serde(default)]
         warmup_iters: usize,
-        /// Warmup start ratio.
-        #[serde(default = "default_warmup_ratio")]
+        /// Warmup start ratio, in `(0, 1]`.
+        #[serde(default = "default_warmup_ratio", deserialize_with = "warmup_ratio")]
         warmup_ratio: f64,
     },
     /// ConvNeXt's `utils.cosine_scheduler`: `np.linspace(start_warmup_value, lr, warmup)` over the warmup
     /// iterations, then `min_lr + 0.5 * (lr - min_lr) * (1 + cos(pi * i / n))` over the rest.
     #[serde(rename = "cosine")]
     Cosine {
-        /// Final learning rate (absolute).
+        /// Final learning rate (absolute), 0 or more.
+        #[serde(deserialize_with = "min_lr")]
         min_lr: f64,
         /// Warmup length in epochs.
         #[serde(default)]
@@ -82,10 +83,39 @@ pub enum LrScheduleConfig {
         /// Warmup length in iterations; overrides `warmup_epochs` when > 0.
         #[serde(default)]
         warmup_steps: usize,
-        /// Learning rate at the first warmup iteration (absolute).
-        #[serde(default)]
+        /// Learning rate at the first warmup iteration (absolute), 0 or more.
+        #[serde(default, deserialize_with = "start_warmup_value")]
         start_warmup_value: f64,
     },
+}
+
+// Range checks, run while the section deserializes (see `optim::checks`). mmcv's
+// `LrUpdaterHook` asserts `0 < warmup_ratio <= 1`; a learning rate, a lower bound or a decay
+// factor below 0 has no meaning.
+
+fn gamma<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    crate::optim::checks::number(d, "gamma", crate::optim::checks::positive, "must be greater than 0")
+}
+
+fn warmup_ratio<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    crate::optim::checks::number(d, "warmup_ratio", |v| v > 0.0 && v <= 1.0, "must be in (0, 1]")
+}
+
+fn min_lr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    crate::optim::checks::number(d, "min_lr", crate::optim::checks::non_negative, "must be 0 or more")
+}
+
+fn optional_min_lr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        Some(v) if !crate::optim::checks::non_negative(v) => {
+            Err(serde::de::Error::custom(format!("`min_lr` must be 0 or more, got {v}")))
+        }
+        v => Ok(v),
+    }
+}
+
+fn start_warmup_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    crate::optim::checks::number(d, "start_warmup_value", crate::optim::checks::non_negative, "must be 0 or more")
 }
 
 /// A schedule resolved against a base learning rate and a run length.

@@ -2,7 +2,7 @@
 //!
 //! The ground truth and the results are COCO JSON files as pycocotools reads them: the results
 //! are a list of `{image_id, category_id, bbox, score}` (plus `segmentation` as RLE or polygons
-//! for masks), or an object with an `annotations` list. The matching and accumulation are
+//! for masks); what pycocotools refuses is refused (`coco_input.rs`). The matching and accumulation are
 //! hotcoco's pycocotools-compatible `COCOeval` (IoU 0.50:0.95, 101 recall points, the
 //! small/medium/large area ranges); the 12 summary numbers are then read off the accumulated
 //! precision/recall exactly as pycocotools' `summarize()` does, which matters for a `maxDets`
@@ -160,6 +160,26 @@ pub enum EvalError {
         #[source]
         source: hotcoco::Error,
     },
+    /// The ground truth is valid JSON but not what pycocotools evaluates: not an object, an
+    /// item without an `id`, an evaluated annotation without `area`, `bbox` or `segmentation`
+    /// (see `coco_input.rs` for the rules).
+    #[error("{}: not a COCO ground truth pycocotools can evaluate: {reason}", path.display())]
+    InvalidGroundTruth {
+        /// The ground-truth file.
+        path: PathBuf,
+        /// What is wrong, naming the item.
+        reason: String,
+    },
+    /// The results are valid JSON but not what pycocotools' `loadRes` and `COCOeval` accept: not
+    /// a list, a detection without `image_id`, `category_id`, `score` or its box or mask, or on
+    /// an image the ground truth does not have.
+    #[error("{}: not COCO results pycocotools can evaluate: {reason}", path.display())]
+    InvalidResults {
+        /// The results file.
+        path: PathBuf,
+        /// What is wrong, naming the detection.
+        reason: String,
+    },
     /// The evaluation itself failed (for example a mask result without a `segmentation`).
     #[error("COCO {iou_type} evaluation of {} failed: {source}", path.display())]
     Evaluate {
@@ -243,14 +263,20 @@ pub enum EvalError {
 /// An empty results list is not an error (pycocotools' `loadRes` fails on it): every category
 /// with ground truth then scores 0 and area ranges without ground truth give `-1`.
 ///
+/// Input pycocotools refuses is refused here too, with one message naming the file and the item
+/// (a results object instead of a list, a detection without `score`, `bbox` or `segmentation`, a
+/// ground-truth annotation without `bbox`, ...), and duplicate annotation ids are evaluated as
+/// pycocotools evaluates them (`coco_input.rs` has the rules).
+///
 /// # Errors
 ///
 /// [`EvalError::GroundTruth`] or [`EvalError::Results`], naming the file, when it is missing or
-/// malformed; [`EvalError::Evaluate`] when the results cannot be matched as `iou_type`.
+/// not JSON; [`EvalError::InvalidGroundTruth`] or [`EvalError::InvalidResults`] when pycocotools
+/// would refuse it; [`EvalError::Evaluate`] when the results cannot be matched as `iou_type`.
 pub fn evaluate_files(gt: &Path, dt: &Path, iou_type: IouType) -> Result<CocoStats, EvalError> {
-    let coco_gt = hotcoco::COCO::new(gt).map_err(|source| EvalError::GroundTruth { path: gt.to_path_buf(), source })?;
-    let coco_dt = coco_gt.load_res(dt).map_err(|source| EvalError::Results { path: dt.to_path_buf(), source })?;
-    run_cocoeval(Arc::new(coco_gt), coco_dt, iou_type, COCO_MAX_DETS).map_err(|source| EvalError::Evaluate {
+    let ground_truth = crate::coco_input::load_ground_truth(gt, &[iou_type])?;
+    let coco_dt = crate::coco_input::load_results(&ground_truth, dt)?;
+    run_cocoeval(Arc::new(ground_truth.coco), coco_dt, iou_type, COCO_MAX_DETS).map_err(|source| EvalError::Evaluate {
         iou_type,
         path: dt.to_path_buf(),
         source,

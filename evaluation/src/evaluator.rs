@@ -55,10 +55,11 @@ impl CocoEvaluator {
     ///
     /// # Errors
     ///
-    /// [`EvalError::GroundTruth`], naming the file, when it is missing or malformed.
+    /// [`EvalError::GroundTruth`], naming the file, when it is missing or malformed, and
+    /// [`EvalError::InvalidGroundTruth`] when pycocotools would refuse it; duplicate annotation
+    /// ids count as pycocotools counts them.
     pub fn new(gt_ann_file: &Path, iou_types: &[IouType]) -> Result<Self, EvalError> {
-        let gt = hotcoco::COCO::new(gt_ann_file)
-            .map_err(|source| EvalError::GroundTruth { path: gt_ann_file.to_path_buf(), source })?;
+        let gt = crate::coco_input::load_ground_truth(gt_ann_file, iou_types)?.coco;
         let mut cat_ids: Vec<u64> = gt.dataset.categories.iter().map(|c| c.id).collect();
         cat_ids.sort_unstable();
         let images =

@@ -10,6 +10,7 @@
 
 pub mod classification;
 pub mod coco;
+mod coco_input;
 pub mod detections;
 pub mod evaluator;
 pub mod masks;

@@ -73,6 +73,33 @@ impl LoadReport {
     pub fn is_exact(&self) -> bool {
         self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
     }
+
+    /// One line summarising the report: the count of each kind with up to three names, so that
+    /// a checkpoint from another model gives a short error, not every name.
+    pub fn summary(&self) -> String {
+        fn some(names: &[String]) -> String {
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            let more = if names.len() > 3 { format!(", ... ({} more)", names.len() - 3) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        }
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("{} missing ({})", self.missing.len(), some(&self.missing)));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("{} unexpected ({})", self.unexpected.len(), some(&self.unexpected)));
+        }
+        if !self.mismatched.is_empty() {
+            let shapes: Vec<String> =
+                self.mismatched.iter().map(|(n, m, c)| format!("{n}: model {m:?} vs checkpoint {c:?}")).collect();
+            parts.push(format!("{} mis-shaped ({})", shapes.len(), some(&shapes)));
+        }
+        if parts.is_empty() {
+            "all tensors matched".into()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 impl ParamStore {

@@ -10,9 +10,22 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `nextdet` binary under test: this build's, or the one `NEXTDET_TEST_BIN` names (to show
+/// that a test fails on an older build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("NEXTDET_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nextdet")), PathBuf::from)
+}
+
+/// `nextdet ARGS` from the repository root, not started yet.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(root());
+    cmd
+}
+
 /// Runs `nextdet ARGS` from the repository root.
 pub fn nextdet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextdet")).args(args).current_dir(root()).output().expect("run nextdet")
+    command(args).output().expect("run nextdet")
 }
 
 /// Runs `nextdet ARGS --threads 2`: training tests pin the pool so their timing and bits do not

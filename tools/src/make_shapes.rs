@@ -16,8 +16,9 @@ pub enum Task {
 
 /// Generates the set and prints a one-line summary.
 pub fn run(dir: &Path, task: Task, train: Option<usize>, val: Option<usize>, seed: u64) -> Result<()> {
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("{}: the folder exists and is not empty; give a new folder", dir.display());
+    shapes::check_new_dir(dir)?;
+    if train == Some(0) || val == Some(0) {
+        bail!("--train and --val must be at least 1 (an empty split cannot be trained or evaluated on)");
     }
     let summary = match task {
         Task::Detection => shapes::make_detection(

@@ -94,6 +94,16 @@ pub enum CocoError {
         /// What is wrong.
         reason: String,
     },
+    /// A category entry is invalid (its id appears twice, so labels would be ambiguous).
+    #[error("{}: category id {category_id}: {reason}", ann_file.display())]
+    InvalidCategory {
+        /// The annotation file.
+        ann_file: PathBuf,
+        /// The category's id.
+        category_id: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// An annotation is invalid (box arity, missing area, bad polygon or RLE).
     #[error("{}: annotation id {ann_id} (image id {image_id}): {reason}", ann_file.display())]
     InvalidAnnotation {
@@ -244,6 +254,13 @@ impl CocoDataset {
 
         let mut cats: Vec<(u64, String)> = raw.categories.into_iter().map(|c| (c.id, c.name)).collect();
         cats.sort_by_key(|c| c.0);
+        if let Some(pair) = cats.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(CocoError::InvalidCategory {
+                ann_file: ann_path.clone(),
+                category_id: pair[0].0,
+                reason: format!("the category id appears twice (`{}` and `{}`)", pair[0].1, pair[1].1),
+            });
+        }
         let cat2label: HashMap<u64, usize> = cats.iter().enumerate().map(|(l, c)| (c.0, l)).collect();
 
         let mut index_of: HashMap<u64, usize> = HashMap::with_capacity(raw.images.len());

@@ -18,8 +18,10 @@
 //! Key paths are dotted; a numeric component indexes into a list (`model.backbone.depths.2`).
 
 mod error;
+mod limits;
 
 pub use error::ConfigError;
+pub use limits::{MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_FILES};
 
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
@@ -70,10 +72,15 @@ impl Config {
     /// Errors: [`ConfigError::Io`] for an unreadable file, [`ConfigError::Yaml`] for a syntax
     /// error (naming the file, line and column), [`ConfigError::BaseNotFound`] for a missing base,
     /// [`ConfigError::BaseCycle`] for circular inheritance and [`ConfigError::Invalid`] for a
-    /// malformed `_base_` or `_delete_` or a document that is not a mapping.
+    /// malformed `_base_` or `_delete_` or a document that is not a mapping. What one config may
+    /// cost is bounded, each bound an error naming the file: [`ConfigError::TooLarge`] past
+    /// [`MAX_CONFIG_BYTES`] per file (read no further, so `/dev/zero` is refused at once),
+    /// [`ConfigError::TooDeep`] past [`MAX_CONFIG_DEPTH`] levels of nesting (checked before the
+    /// YAML parse, whose cost grows with the depth) and [`ConfigError::TooManyFiles`] past
+    /// [`MAX_CONFIG_FILES`] files loaded through `_base_`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let mut stack = Vec::new();
+        let mut stack = LoadState::default();
         let (root, provenance) = load_file(path, &normalize(path), &mut stack)?;
         Ok(Config { root, provenance, file: Some(normalize(path)) })
     }
@@ -81,10 +88,14 @@ impl Config {
     /// Parses a config from YAML text, as if it had been read from the file `name`.
     ///
     /// `name` is used in error messages and provenance, and relative `_base_` entries are
-    /// resolved against its directory. Useful for a config stored inside a checkpoint.
+    /// resolved against its directory. Useful for a config stored inside a checkpoint. The
+    /// bounds of [`Config::from_file`] apply to the text and to every base it loads.
     pub fn from_yaml_str(text: &str, name: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let name = name.as_ref();
-        let mut stack = Vec::new();
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: normalize(name), limit: MAX_CONFIG_BYTES });
+        }
+        let mut stack = LoadState::default();
         let (root, provenance) = load_text(text, name, &normalize(name), &mut stack)?;
         Ok(Config { root, provenance, file: Some(normalize(name)) })
     }
@@ -169,8 +180,11 @@ impl Config {
         if comps.iter().any(|c| *c == BASE_KEY || *c == DELETE_KEY) {
             return Err(bad(format!("`{BASE_KEY}` and `{DELETE_KEY}` cannot be overridden")));
         }
-        let value: Value =
+        let mut value: Value =
             serde_yaml::from_str(raw.trim()).map_err(|e| bad(format!("value `{raw}` is not valid YAML: {e}")))?;
+        // Merge keys (`<<`) mean in an override what they mean in a file; resolving them here
+        // also keeps the merged config printable as YAML that loads back.
+        resolve_merge_keys(&mut value).map_err(|e| bad(format!("value `{raw}`: {e}")))?;
         let value = strip_delete(value);
 
         set_path(&mut self.root, &comps, value.clone()).map_err(bad)?;
@@ -228,11 +242,53 @@ impl Config {
             };
             key_path = join(&key_path, &comp);
         }
+        let (key_path, message, origin) = self.locate(key_path, message);
+        let file = origin
+            .or_else(|| self.origin(&key_path).cloned())
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| self.describe_file());
+        Err(ConfigError::Invalid { file, key_path, message: error::with_suggestion(&message) })
+    }
+
+    /// Narrows an error serde reported at `at` to the offending key, from what the message names:
+    /// an unknown field, a field a validating type names first (`` `lr` must be ...``, the name
+    /// then dropped from the message), an unknown variant (the key holding that value), a missing
+    /// field (the one mapping under `at` that lacks it), or an invalid scalar (the one key under
+    /// `at` holding it). serde reports positions inside internally tagged enums and flattened
+    /// structs at the enum, so without this an error in `model.backbone` would be reported at
+    /// `model` and blamed on the file that set `model`, even when `--cfg-options` set the
+    /// backbone. Where several keys fit, the position stays `at`, and the returned origin is the
+    /// one all of them share, if they share one.
+    fn locate(&self, at: String, message: String) -> (String, String, Option<Origin>) {
         if let Some(field) = unknown_field_name(&message) {
-            key_path = self.locate_unknown_field(&key_path, field);
+            return (self.locate_unknown_field(&at, field), message, None);
         }
-        let file = self.origin(&key_path).map(|o| o.to_string()).unwrap_or_else(|| self.describe_file());
-        Err(ConfigError::Invalid { file, key_path, message })
+        if let Some((field, rest)) = leading_field(&message) {
+            let path = self.locate_unknown_field(&at, field);
+            if self.get(&path).is_some() {
+                return (path, rest.to_string(), None);
+            }
+            return (at, message, None);
+        }
+        let Some(value) = self.get(&at) else { return (at, message, None) };
+        let mut found = Vec::new();
+        if let Some(variant) = quoted_after(&message, "unknown variant `") {
+            find_paths(value, &at, &mut found, &|v| v.as_str() == Some(variant));
+        } else if let Some(field) = quoted_after(&message, "missing field `") {
+            let lacks = |v: &Value| matches!(v, Value::Mapping(m) if find_key(m, field).is_none());
+            find_paths(value, &at, &mut found, &lacks);
+        } else if let Some(scalar) = invalid_scalar(&message) {
+            find_paths(value, &at, &mut found, &|v| scalar_matches(v, &scalar));
+        }
+        match found.as_slice() {
+            [one] => (one.clone(), message, None),
+            [first, rest @ ..] => {
+                let origin = self.origin(first).cloned();
+                let shared = rest.iter().all(|p| self.origin(p) == origin.as_ref());
+                (at, message, if shared { origin } else { None })
+            }
+            [] => (at, message, None),
+        }
     }
 
     /// The full path of an unknown `field` reported at `at`: `at` itself when it already ends
@@ -270,33 +326,58 @@ impl fmt::Display for Config {
 /// One file on the `_base_` stack: its canonical path (for cycle detection) and its display path.
 type StackEntry = (PathBuf, PathBuf);
 
+/// The state of one load: the `_base_` stack and how many files were read so far.
+#[derive(Default)]
+struct LoadState {
+    stack: Vec<StackEntry>,
+    files: usize,
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] of `path` as UTF-8 text; a longer file (or an endless
+/// one such as `/dev/zero`) is [`ConfigError::TooLarge`] without reading the rest.
+fn read_bounded(path: &Path, shown: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io_err = |source| ConfigError::Io { path: shown.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: shown.to_path_buf(), limit: MAX_CONFIG_BYTES });
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| ConfigError::NotText { path: shown.to_path_buf(), offset: e.utf8_error().valid_up_to() })
+}
+
 /// Reads `path` (opened as given; `shown` is the normalized display path) and resolves its bases.
-fn load_file(path: &Path, shown: &Path, stack: &mut Vec<StackEntry>) -> Result<(Value, Provenance), ConfigError> {
+fn load_file(path: &Path, shown: &Path, state: &mut LoadState) -> Result<(Value, Provenance), ConfigError> {
     let io_err = |source| ConfigError::Io { path: shown.to_path_buf(), source };
     let canonical = std::fs::canonicalize(path).map_err(io_err)?;
-    if let Some(pos) = stack.iter().position(|(c, _)| *c == canonical) {
-        let mut chain: Vec<PathBuf> = stack[pos..].iter().map(|(_, s)| s.clone()).collect();
+    if let Some(pos) = state.stack.iter().position(|(c, _)| *c == canonical) {
+        let mut chain: Vec<PathBuf> = state.stack[pos..].iter().map(|(_, s)| s.clone()).collect();
         chain.push(shown.to_path_buf());
         return Err(ConfigError::BaseCycle { chain });
     }
-    let text = std::fs::read_to_string(path).map_err(io_err)?;
-    stack.push((canonical, shown.to_path_buf()));
-    let result = load_text(&text, path, shown, stack);
-    stack.pop();
+    let text = read_bounded(path, shown)?;
+    state.stack.push((canonical, shown.to_path_buf()));
+    let result = load_text(&text, path, shown, state);
+    state.stack.pop();
     result
 }
 
 /// Parses `text` (the contents of `path`), loads and merges its bases, then merges it on top.
-fn load_text(
-    text: &str,
-    path: &Path,
-    shown: &Path,
-    stack: &mut Vec<StackEntry>,
-) -> Result<(Value, Provenance), ConfigError> {
+fn load_text(text: &str, path: &Path, shown: &Path, state: &mut LoadState) -> Result<(Value, Provenance), ConfigError> {
+    state.files += 1;
+    if state.files > MAX_CONFIG_FILES {
+        let including = state.stack.iter().rev().nth(1).map_or(shown, |(_, s)| s.as_path());
+        return Err(ConfigError::TooManyFiles { path: including.to_path_buf(), limit: MAX_CONFIG_FILES });
+    }
+    if let Some((line, column)) = limits::nesting_beyond(text, MAX_CONFIG_DEPTH) {
+        return Err(ConfigError::TooDeep { path: shown.to_path_buf(), limit: MAX_CONFIG_DEPTH, line, column });
+    }
     let mut doc: Value =
         serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
     // YAML merge keys (`<<: *anchor`), so one stage's head can be repeated with a change.
-    doc.apply_merge().map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
+    resolve_merge_keys(&mut doc).map_err(|source| ConfigError::Yaml { path: shown.to_path_buf(), source })?;
     let mut own = match doc {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
@@ -316,10 +397,10 @@ fn load_text(
     for base in bases {
         let resolved = dir.join(&base);
         let resolved_shown = normalize(&resolved);
-        if !resolved.is_file() {
+        if !resolved.exists() {
             return Err(ConfigError::BaseNotFound { including: shown.to_path_buf(), base, resolved: resolved_shown });
         }
-        let (value, base_prov) = load_file(&resolved, &resolved_shown, stack)?;
+        let (value, base_prov) = load_file(&resolved, &resolved_shown, state)?;
         merge(&mut merged, &mut provenance, "", value, &base_prov);
     }
 
@@ -329,6 +410,28 @@ fn load_text(
     record_all(&own, "", &Origin::File(shown.to_path_buf()), &mut own_prov);
     merge(&mut merged, &mut provenance, "", own, &own_prov);
     Ok((merged, provenance))
+}
+
+/// Applies YAML merge keys (`<<`) until none is left. serde_yaml's `apply_merge` merges one
+/// level: a merged mapping that itself holds a `<<` key brings that key in unresolved (`a: {<<:
+/// {<<: 0}}` became `a: {<<: 0}`, a config that printed as YAML that does not load). Each pass
+/// resolves the outermost merge keys, so the nesting bound ends the loop.
+fn resolve_merge_keys(value: &mut Value) -> Result<(), serde_yaml::Error> {
+    fn has_merge_key(v: &Value) -> bool {
+        match v {
+            Value::Mapping(m) => m.iter().any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+            Value::Sequence(s) => s.iter().any(has_merge_key),
+            Value::Tagged(t) => has_merge_key(&t.value),
+            _ => false,
+        }
+    }
+    for _ in 0..=MAX_CONFIG_DEPTH {
+        if !has_merge_key(value) {
+            return Ok(());
+        }
+        value.apply_merge()?;
+    }
+    Err(serde::de::Error::custom(format!("merge keys (`<<`) nested more than {MAX_CONFIG_DEPTH} levels deep")))
 }
 
 /// The entries of a `_base_` value: absent/null, one string, or a list of strings.
@@ -518,9 +621,73 @@ fn find_key_path(value: &Value, path: &str, field: &str) -> Option<String> {
 
 /// The field name of serde's "unknown field `x`, expected ..." message.
 fn unknown_field_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
+    quoted_after(message, "unknown field `")
+}
+
+/// The name between `prefix` (ending in a backquote) at the start of `message` and the next
+/// backquote.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
     let end = rest.find('`')?;
     Some(&rest[..end])
+}
+
+/// A message of a validating type that starts with the field it is about: `` `lr` must be
+/// greater than 0 `` gives (`lr`, `must be greater than 0`).
+fn leading_field(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix('`')?;
+    let end = rest.find('`')?;
+    let field = &rest[..end];
+    let ok = !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let after = rest[end + 1..].strip_prefix(' ')?;
+    ok.then_some((field, after))
+}
+
+/// The scalar serde's "invalid type: integer `3`, expected ..." (or "invalid value: ...") found,
+/// as the YAML value it was read from.
+fn invalid_scalar(message: &str) -> Option<Value> {
+    let rest = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "))?;
+    let (what, _) = rest.split_once(", expected")?;
+    if let Some(s) = what.strip_prefix("string \"").and_then(|s| s.strip_suffix('"')) {
+        return Some(Value::String(s.to_string()));
+    }
+    if what == "unit value" {
+        return Some(Value::Null);
+    }
+    let inner = ["integer `", "floating point `", "boolean `"]
+        .iter()
+        .find_map(|p| what.strip_prefix(p))
+        .and_then(|s| s.strip_suffix('`'))?;
+    serde_yaml::from_str(inner).ok()
+}
+
+/// True when the YAML value `v` is the scalar `want` (numbers compared as numbers).
+fn scalar_matches(v: &Value, want: &Value) -> bool {
+    match (v, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// Every dotted path under `value` (itself at `path`, included) whose value satisfies `pred`, in
+/// document order.
+fn find_paths(value: &Value, path: &str, out: &mut Vec<String>, pred: &dyn Fn(&Value) -> bool) {
+    if pred(value) {
+        out.push(path.to_string());
+    }
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                find_paths(v, &join(path, &key_string(k)), out, pred);
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, v) in s.iter().enumerate() {
+                find_paths(v, &join(path, &i.to_string()), out, pred);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The string form of a mapping key, as used in dotted paths.

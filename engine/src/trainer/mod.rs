@@ -410,10 +410,7 @@ fn restore_into(state: &mut TrainState, path: &Path) -> Result<RunState, TrainEr
         ckpt.run.clone().ok_or_else(|| resume_err("no run state: a weights-only file cannot be resumed".into()))?;
     let report = state.params.load(&ckpt.weights)?;
     if !report.is_exact() {
-        return Err(resume_err(format!(
-            "weights do not fit the model: missing {:?}, unexpected {:?}, mismatched {:?}",
-            report.missing, report.unexpected, report.mismatched
-        )));
+        return Err(resume_err(format!("weights do not fit the model: {}", report.summary())));
     }
     state.optimizer.load_state(&ckpt.optimizer).map_err(|e| resume_err(e.to_string()))?;
     if let Some(ema) = &mut state.ema {

@@ -13,7 +13,7 @@
 //!         after_backward       (the summed gradients, before clipping and the optimizer step)
 //!         (optimizer step)
 //!         after_step
-//!     after_epoch              (checkpoint, evaluation, logging)
+//!     after_epoch              (evaluation, logging, checkpoint)
 //! after_train                  (also after an error or an interrupt)
 //! ```
 //! `before_step` and `after_step` run every iteration: keep them cheap.
@@ -82,8 +82,11 @@ pub trait Hook {
 pub(super) const DEFAULT_HOOKS: usize = 7;
 
 /// The built-in hooks, in their call order: the learning rate is set before the interrupt
-/// check, the checkpoint of an epoch is written before its evaluation (as mmcv's hook
-/// priorities order them), and the logger runs last so that it sees what the others did.
+/// check; at an epoch's end the evaluation runs and is logged before the epoch's checkpoint is
+/// written, so that a checkpoint holds the best metric and a log that reaches its own
+/// evaluation (a run killed in between resumes from the previous epoch and redoes both; mmcv
+/// writes the checkpoint first, and a run killed right after it resumes without that
+/// evaluation).
 pub(super) fn default_hooks(
     cfg: &TrainerConfig,
     schedule: LrSchedule,
@@ -94,9 +97,9 @@ pub(super) fn default_hooks(
         Box::new(InterruptHook::new(interrupt, cfg.catch_ctrlc)),
         Box::new(NonFiniteStop),
         Box::new(EmaHook),
-        Box::new(CheckpointHook),
         Box::new(EvalHook),
         Box::new(MetricsLogger::default()),
+        Box::new(CheckpointHook),
     ];
     debug_assert_eq!(hooks.len(), DEFAULT_HOOKS);
     hooks
