@@ -48,16 +48,22 @@ impl Classifier {
     /// The `k` most probable classes of an image, best first.
     pub fn classify(&self, image: &RgbImage, k: usize) -> Result<Vec<ClassScore>> {
         let x = crate::data::classification::stack(vec![self.transform.apply(image)?], self.transform.output_shape())?;
-        Ok(self.top_k(&x, k)?.remove(0))
+        Ok(self.top_k(&self.net.forward(&x, false)?, k)?.remove(0))
     }
 
     /// The `k` most probable classes of each image file, best first (decoded in parallel).
     pub fn classify_files(&self, paths: &[&Path], k: usize) -> Result<Vec<Vec<ClassScore>>> {
-        self.top_k(&eval_batch(None, paths, &self.transform)?, k)
+        self.top_k(&self.logits_files(paths)?, k)
     }
 
-    fn top_k(&self, images: &candle_core::Tensor, k: usize) -> Result<Vec<Vec<ClassScore>>> {
-        let probs = softmax_rows(&self.net.forward(images, false)?)?.to_vec2::<f32>()?;
+    /// The raw class scores `[images, classes]` of each image file (before the softmax), as
+    /// timm's `model(x)` returns them: what a comparison of two models or precisions reads.
+    pub fn logits_files(&self, paths: &[&Path]) -> Result<candle_core::Tensor> {
+        Ok(self.net.forward(&eval_batch(None, paths, &self.transform)?, false)?)
+    }
+
+    fn top_k(&self, logits: &candle_core::Tensor, k: usize) -> Result<Vec<Vec<ClassScore>>> {
+        let probs = softmax_rows(logits)?.to_vec2::<f32>()?;
         Ok(probs
             .iter()
             .map(|p| {

@@ -287,6 +287,13 @@ unsafe fn tile(
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
     }
+    store_tile(&acc, c, ldc, rows, cols, load);
+}
+
+/// Writes the first `rows x cols` of an accumulator tile to `c` (`ldc` floats a row), added to
+/// what is there when `load`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize, rows: usize, cols: usize, load: bool) {
     let m0: __mmask16 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
     let m1: __mmask16 = if cols >= 32 {
         0xffff
@@ -476,22 +483,5 @@ unsafe fn tile_bf16(
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
     }
-    let m0: __mmask16 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
-    let m1: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as __mmask16
-    } else {
-        0
-    };
-    for (i, row) in acc.iter().enumerate().take(rows) {
-        let ci = c.add(i * ldc);
-        let (mut v0, mut v1) = (row[0], row[1]);
-        if load {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci.add(16)));
-        }
-        _mm512_mask_storeu_ps(ci, m0, v0);
-        _mm512_mask_storeu_ps(ci.add(16), m1, v1);
-    }
+    store_tile(&acc, c, ldc, rows, cols, load);
 }
