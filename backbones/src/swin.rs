@@ -89,12 +89,14 @@ pub fn relative_position_index(w: usize) -> Vec<u32> {
 }
 
 /// Window attention's parameters: `qkv`, `proj` and `relative_position_bias_table`
-/// (`[(2w-1)^2, heads]`), with the fixed index that spreads the table over `[heads, N, N]`.
+/// (`[(2w-1)^2, heads]`), with the fixed index that spreads the table over `[heads, N, N]`
+/// (`N = w^2` tokens per window).
 struct WindowAttention {
     qkv: Linear,
     proj: Linear,
     table: Tensor,
     index: Tensor,
+    tokens: usize,
     heads: usize,
     scale: f64,
 }
@@ -109,6 +111,7 @@ impl WindowAttention {
             proj: Linear::new(&scope.pp("proj"), dim, dim, trunc)?,
             index: index.to_device(table.device())?,
             table,
+            tokens: window * window,
             heads,
             scale: ((dim / heads) as f64).powf(-0.5),
         })
@@ -116,9 +119,8 @@ impl WindowAttention {
 
     /// The bias of every head, `[heads, N, N]`, gathered from the table (differentiable).
     fn bias(&self) -> Result<Tensor> {
-        let n = (self.index.elem_count() as f64).sqrt().round() as usize;
         let b = self.table.index_select(&self.index, 0)?; // [N*N, heads]
-        b.t()?.contiguous()?.reshape((self.heads, n, n))
+        b.t()?.contiguous()?.reshape((self.heads, self.tokens, self.tokens))
     }
 }
 
