@@ -15,6 +15,8 @@ pub enum BackboneConfig {
     ConvNeXtIsotropic(IsotropicConfig),
     /// ResNet with torchvision / mmdetection naming.
     ResNet(ResNetConfig),
+    /// Swin Transformer (four stages of shifted-window attention, strides 4 to 32).
+    SwinTransformer(SwinConfig),
 }
 
 /// Named ConvNeXt sizes: the paper's five and two small presets for CPU work.
@@ -224,5 +226,120 @@ fn dims<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<usize>>, D::Error>
             Err(serde::de::Error::custom(format!("`dims` must all be at least 1, got {dims:?}")))
         }
         _ => Ok(v),
+    }
+}
+
+/// Named Swin Transformer sizes (`timm/models/swin_transformer.py`, the official configs).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SwinArch {
+    /// embed 96, depths 2/2/6/2, heads 3/6/12/24.
+    Tiny,
+    /// embed 96, depths 2/2/18/2, heads 3/6/12/24.
+    Small,
+    /// embed 128, depths 2/2/18/2, heads 4/8/16/32.
+    Base,
+    /// embed 192, depths 2/2/18/2, heads 6/12/24/48.
+    Large,
+}
+
+impl SwinArch {
+    /// `(embed_dim, depths, num_heads)` of the preset.
+    pub fn shape(self) -> (usize, [usize; 4], [usize; 4]) {
+        match self {
+            Self::Tiny => (96, [2, 2, 6, 2], [3, 6, 12, 24]),
+            Self::Small => (96, [2, 2, 18, 2], [3, 6, 12, 24]),
+            Self::Base => (128, [2, 2, 18, 2], [4, 8, 16, 32]),
+            Self::Large => (192, [2, 2, 18, 2], [6, 12, 24, 48]),
+        }
+    }
+}
+
+fn default_window_size() -> usize {
+    7
+}
+fn default_patch_size() -> usize {
+    4
+}
+fn default_img_size() -> usize {
+    224
+}
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+
+/// A Swin Transformer: a preset `arch`, or explicit `embed_dim`, `depths` and `num_heads`
+/// (which override it). Stage `i` has `embed_dim * 2^i` channels.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SwinConfig {
+    /// A named size; `embed_dim`/`depths`/`num_heads` given explicitly take precedence.
+    #[serde(default)]
+    pub arch: Option<SwinArch>,
+    /// Channels of the first stage.
+    #[serde(default)]
+    pub embed_dim: Option<usize>,
+    /// Blocks per stage.
+    #[serde(default)]
+    pub depths: Option<Vec<usize>>,
+    /// Attention heads per stage (each must divide the stage's channels).
+    #[serde(default)]
+    pub num_heads: Option<Vec<usize>>,
+    /// Side of the square attention windows (7 for the 224 models, 12 for the 384 ones).
+    #[serde(default = "default_window_size")]
+    pub window_size: usize,
+    /// Side of the patches the stem embeds (kernel and stride of `patch_embed.proj`).
+    #[serde(default = "default_patch_size")]
+    pub patch_size: usize,
+    /// The classifier's training resolution: a stage whose feature map is not larger than the
+    /// window there gets one window of that size and no shift (the official rule, which also
+    /// sets the shape of `relative_position_bias_table`; map sides are `img_size / patch_size`
+    /// rounded up, then halved rounding up per stage). The detection mode ignores it, as
+    /// mmdetection's Swin does (every stage windowed and shifted, maps padded to windows).
+    #[serde(default = "default_img_size")]
+    pub img_size: usize,
+    /// Hidden width of the MLPs relative to the stage's channels.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    /// Input channels.
+    #[serde(default = "default_in_chans")]
+    pub in_chans: usize,
+    /// Stochastic depth rate of the last block; rates grow linearly from 0 over all blocks.
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// Stages whose (normed) outputs the detection mode returns.
+    #[serde(default = "default_out_indices")]
+    pub out_indices: Vec<usize>,
+}
+
+impl SwinConfig {
+    /// The resolved `(embed_dim, depths, num_heads)`, or a message naming the key that is
+    /// missing or inconsistent.
+    pub fn shape(&self) -> Result<(usize, Vec<usize>, Vec<usize>), String> {
+        let preset = self.arch.map(|a| a.shape());
+        let embed = self.embed_dim.or(preset.map(|p| p.0));
+        let depths = self.depths.clone().or(preset.map(|p| p.1.to_vec()));
+        let heads = self.num_heads.clone().or(preset.map(|p| p.2.to_vec()));
+        let (Some(embed), Some(depths), Some(heads)) = (embed, depths, heads) else {
+            return Err("SwinTransformer needs `arch` or all of `embed_dim`, `depths` and `num_heads`".into());
+        };
+        if depths.is_empty() || depths.len() != heads.len() {
+            return Err(format!("SwinTransformer: depths {depths:?} and num_heads {heads:?} need one entry per stage"));
+        }
+        for (i, &h) in heads.iter().enumerate() {
+            let dim = embed << i;
+            if h == 0 || dim % h != 0 {
+                return Err(format!(
+                    "SwinTransformer: num_heads[{i}] = {h} does not divide stage {i}'s {dim} channels"
+                ));
+            }
+        }
+        if self.window_size < 1 || self.patch_size < 1 || embed == 0 {
+            return Err("SwinTransformer: window_size, patch_size and embed_dim must be positive".into());
+        }
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 || (embed as f64 * self.mlp_ratio) < 1.0 {
+            return Err(format!("SwinTransformer: mlp_ratio {} must be positive", self.mlp_ratio));
+        }
+        Ok((embed, depths, heads))
     }
 }

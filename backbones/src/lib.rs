@@ -1,9 +1,10 @@
-//! Backbones for nextdet: ConvNeXt (T/S/B/L/XL and small CPU presets), ConvNeXt-isotropic and
-//! ResNet-50/101, each with a classification head and a detection mode behind [`Backbone`].
+//! Backbones for nextdet: ConvNeXt (T/S/B/L/XL and small CPU presets), ConvNeXt-isotropic,
+//! ResNet-50/101 and Swin Transformer T/S/B/L, each with a classification head and a detection
+//! mode behind [`Backbone`].
 //!
 //! Parameter names are those of the published checkpoints (facebookresearch ConvNeXt,
-//! torchvision ResNet), so `weights::load_checkpoint` fills a model without renaming tables
-//! in the model code.
+//! torchvision ResNet, microsoft Swin-Transformer), so `weights::load_checkpoint` fills a model
+//! without renaming tables in the model code.
 
 #![deny(missing_docs)]
 
@@ -13,11 +14,14 @@ pub mod isotropic;
 pub mod layers;
 mod pth;
 pub mod resnet;
+pub mod swin;
 pub mod weights;
 
 use candle_core::{Result, Tensor};
 
-pub use config::{BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig};
+pub use config::{
+    BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig, SwinArch, SwinConfig,
+};
 
 /// A feature extractor for detection: images in, one feature map per selected stage out.
 pub trait Backbone: Send + Sync {
@@ -45,6 +49,7 @@ pub fn build_backbone(cfg: &BackboneConfig, scope: &nextdet_ops::Scope, seed: u6
             candle_core::bail!("ConvNeXtIsotropic has a single stride-16 output and no detection mode yet")
         }
         BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_backbone(c, scope)?),
+        BackboneConfig::SwinTransformer(c) => Box::new(swin::SwinBackbone::new(c, scope, seed)?),
     })
 }
 
@@ -61,5 +66,6 @@ pub fn build_classifier(
             Box::new(isotropic::IsotropicClassifier::new(c, num_classes, scope, seed)?)
         }
         BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_classifier(c, num_classes, scope)?),
+        BackboneConfig::SwinTransformer(c) => Box::new(swin::SwinClassifier::new(c, num_classes, scope, seed)?),
     })
 }

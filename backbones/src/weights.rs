@@ -3,8 +3,12 @@
 //! Detected, not declared: PyTorch `.pth` zip archives (a bare state dict, or one under
 //! `model`, `state_dict` or `module`) and safetensors files; keys with a `module.` prefix
 //! (DataParallel); timm's ConvNeXt names (`stem.0`, `stages.1.downsample.1`,
-//! `stages.0.blocks.2.conv_dw`, `mlp.fc1`, `head.fc`), renamed to the official ones; mmdetection
-//! detector checkpoints (`backbone.`, `neck.`, ... prefixes); torchvision ResNet names as they are.
+//! `stages.0.blocks.2.conv_dw`, `mlp.fc1`, `head.fc`), renamed to the official ones; timm's Swin
+//! names (patch merging at the start of the next stage, `head.fc`), renamed to the official
+//! Swin ones; the buffers the official Swin code saves (`relative_position_index`, `attn_mask`),
+//! set aside because the model derives them from the window size; mmdetection detector
+//! checkpoints (`backbone.`, `neck.`, ... prefixes, as Swin-Transformer-Object-Detection writes
+//! them); torchvision ResNet names as they are.
 
 use candle_core::{DType, Device, Tensor};
 use nextdet_ops::params::LoadReport;
@@ -183,12 +187,41 @@ fn is_timm_convnext(names: &[&str]) -> bool {
     names.iter().any(|k| k.starts_with("stem.0.") || k.starts_with("stages.") && k.contains(".blocks."))
 }
 
+/// True when the keys are timm's Swin names (`timm/models/swin_transformer.py` since 0.9):
+/// patch merging belongs to the stage after it, so stage 0 has none and stage 1 has one.
+fn is_timm_swin(names: &[&str]) -> bool {
+    names.contains(&"layers.1.downsample.reduction.weight") && !names.contains(&"layers.0.downsample.reduction.weight")
+}
+
+/// Renames one timm Swin key to the official layout (`layers.{i}.downsample` ->
+/// `layers.{i-1}.downsample`, `head.fc` -> `head`); other keys pass unchanged. The inverse of
+/// timm's `checkpoint_filter_fn` for Swin.
+fn timm_swin_to_official(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        ["layers", i, "downsample", rest @ ..] => match i.parse::<usize>() {
+            Ok(i) if i > 0 => format!("layers.{}.downsample.{}", i - 1, rest.join(".")),
+            _ => name.to_string(),
+        },
+        ["head", "fc", rest @ ..] => format!("head.{}", rest.join(".")),
+        _ => name.to_string(),
+    }
+}
+
+/// True for the buffers the official Swin code saves next to the weights: the relative position
+/// index of each block and the shifted blocks' attention mask, both fixed functions of the
+/// window size and the training resolution that the model computes itself.
+fn is_swin_derived_buffer(name: &str) -> bool {
+    name.ends_with("attn.relative_position_index") || name.ends_with(".attn_mask")
+}
+
 /// Name prefixes of the training state our own checkpoints carry next to the weights
 /// (`nextdet_engine::checkpoint`): not model parameters.
 const TRAINING_STATE_PREFIXES: [&str; 2] = ["optimizer.", "ema."];
 
-/// Sets aside training state, strips a `module.` prefix and renames timm ConvNeXt keys to the official layout; returns the
-/// tensors and notes on what was detected.
+/// Sets aside training state and Swin's derived buffers, strips a `module.` prefix and renames
+/// timm ConvNeXt and Swin keys to the official layouts; returns the tensors and notes on what
+/// was detected.
 fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>, Vec<String>) {
     let mut notes = Vec::new();
     let before = tensors.len();
@@ -203,10 +236,21 @@ fn canonical_names(tensors: HashMap<String, Tensor>) -> (HashMap<String, Tensor>
     } else {
         tensors
     };
+    let before = tensors.len();
+    tensors.retain(|k, _| !is_swin_derived_buffer(k));
+    if tensors.len() < before {
+        notes.push(format!(
+            "set aside {} Swin buffers (relative_position_index, attn_mask): derived from the window size",
+            before - tensors.len()
+        ));
+    }
     let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
     if is_timm_convnext(&names) {
         notes.push("timm ConvNeXt layout, renamed to the official names".into());
         tensors = tensors.into_iter().map(|(k, v)| (timm_to_official(&k), v)).collect();
+    } else if is_timm_swin(&names) {
+        notes.push("timm Swin layout, renamed to the official names".into());
+        tensors = tensors.into_iter().map(|(k, v)| (timm_swin_to_official(&k), v)).collect();
     }
     (tensors, notes)
 }
@@ -273,15 +317,27 @@ fn drop_mismatched_head(tensors: &mut HashMap<String, Tensor>, model: &HashMap<S
 /// Loads the checkpoint at `path` into `store`. With `strict`, any missing, unexpected or
 /// mis-shaped tensor is an error listing them by name; otherwise the outcome reports them.
 pub fn load_checkpoint(store: &ParamStore, path: &Path, strict: bool) -> Result<LoadOutcome, WeightsError> {
+    load_tensors(store, read_checkpoint(path)?, path, strict)
+}
+
+/// Loads tensors already read from a checkpoint (keyed by their names in it) into `store`, with
+/// the same layout detection and renaming as [`load_checkpoint`]; `origin` is the file (or a
+/// description of the source) that errors name.
+pub fn load_tensors(
+    store: &ParamStore,
+    tensors: HashMap<String, Tensor>,
+    origin: &Path,
+    strict: bool,
+) -> Result<LoadOutcome, WeightsError> {
     let model: HashMap<String, Vec<usize>> = store.tensors().into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
     let is_detector = model.keys().any(|k| k.starts_with("backbone."));
-    let (mut tensors, mut notes) = to_model_names(read_checkpoint(path)?, is_detector);
+    let (mut tensors, mut notes) = to_model_names(tensors, is_detector);
     notes.extend(drop_mismatched_head(&mut tensors, &model));
     let report = store
         .load(&tensors)
-        .map_err(|e| WeightsError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| WeightsError::Unreadable { path: origin.to_path_buf(), reason: e.to_string() })?;
     if strict && !report.is_exact() {
-        return Err(WeightsError::Mismatch { path: path.to_path_buf(), details: report.summary() });
+        return Err(WeightsError::Mismatch { path: origin.to_path_buf(), details: report.summary() });
     }
     let loaded = tensors.iter().filter(|(k, t)| model.get(*k).is_some_and(|shape| shape.as_slice() == t.dims()));
     let non_finite = non_finite_tensors(loaded);

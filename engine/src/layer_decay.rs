@@ -1,4 +1,5 @@
-//! Parameter groups for ConvNeXt's layer-wise learning-rate decay.
+//! Parameter groups for ConvNeXt's layer-wise learning-rate decay, and mmcv's `custom_keys`
+//! multipliers (the Swin detection recipes).
 //!
 //! The ConvNeXt detection recipes (`facebookresearch/ConvNeXt object_detection/mmcv_custom/layer_decay_optimizer_constructor.py`) and the ImageNet
 //! fine-tuning recipe (ConvNeXt's `optim_factory.get_parameter_groups` with `get_num_layer_for_convnext`)
@@ -12,6 +13,7 @@ use crate::optim::ParamGroup;
 use candle_core::{bail, Result};
 use nextdet_ops::params::ParamStore;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How layer ids are assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -45,6 +47,41 @@ pub enum ParamwiseConfig {
     /// No weight decay on 1-D parameters and biases, one learning rate (ConvNeXt's ImageNet training
     /// without `--layer_decay`): groups `decay` and `no_decay`.
     NoDecayNormBias,
+    /// mmcv's `DefaultOptimizerConstructor` with `paramwise_cfg.custom_keys`, as the Swin
+    /// detection configs use it (`decay_mult: 0` for `absolute_pos_embed`,
+    /// `relative_position_bias_table` and `norm`): a parameter whose full name contains a key
+    /// gets that key's learning-rate and weight-decay multipliers, the longest matching key
+    /// winning (ties: the alphabetically first); every other parameter, biases included, keeps
+    /// the base values. Groups are named `custom.<key>` and `default`.
+    CustomKeys {
+        /// Substring of a parameter name -> its multipliers.
+        custom_keys: BTreeMap<String, CustomKey>,
+    },
+}
+
+/// The multipliers of one mmcv `custom_keys` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomKey {
+    /// Factor on the learning rate.
+    #[serde(default = "one")]
+    pub lr_mult: f64,
+    /// Factor on the weight decay.
+    #[serde(default = "one")]
+    pub decay_mult: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The custom key that applies to parameter `name`: the longest key contained in it, the
+/// alphabetically first among equally long ones (mmcv sorts the keys by name, then stably by
+/// length, longest first, and takes the first that matches).
+pub fn matching_custom_key<'a>(name: &str, keys: &'a BTreeMap<String, CustomKey>) -> Option<(&'a str, &'a CustomKey)> {
+    let mut sorted: Vec<(&String, &CustomKey)> = keys.iter().collect();
+    sorted.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    sorted.into_iter().find(|(k, _)| name.contains(k.as_str())).map(|(k, v)| (k.as_str(), v))
 }
 
 /// `decay_rate` greater than 0: 0 or less would zero or flip the sign of every learning rate
@@ -156,16 +193,20 @@ pub fn build_param_groups(
     for (name, var) in trainable {
         let no_decay = skips_weight_decay(&name, var.dims());
         let (suffix, wd) = if no_decay { ("no_decay", 0.0) } else { ("decay", weight_decay) };
-        let (group_name, scale) = match paramwise {
-            ParamwiseConfig::NoDecayNormBias => (suffix.to_string(), 1.0),
+        let (group_name, scale, wd) = match paramwise {
+            ParamwiseConfig::NoDecayNormBias => (suffix.to_string(), 1.0, wd),
             ParamwiseConfig::LayerDecay { num_layers, decay_rate, decay_type } => {
                 let id = match decay_type {
                     DecayType::LayerWise => layer_id_layer_wise(&name, *num_layers)?,
                     DecayType::StageWise => layer_id_stage_wise(&name, *num_layers)?,
                     DecayType::Classification => layer_id_classification(&name)?,
                 };
-                (format!("layer_{id}_{suffix}"), layer_scale(*decay_rate, *num_layers, id))
+                (format!("layer_{id}_{suffix}"), layer_scale(*decay_rate, *num_layers, id), wd)
             }
+            ParamwiseConfig::CustomKeys { custom_keys } => match matching_custom_key(&name, custom_keys) {
+                Some((key, m)) => (format!("custom.{key}"), m.lr_mult, weight_decay * m.decay_mult),
+                None => ("default".to_string(), 1.0, weight_decay),
+            },
         };
         match groups.iter_mut().find(|g| g.name == group_name) {
             Some(g) => g.params.push((name, var)),

@@ -20,7 +20,7 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// `e^x` for `x <= 0` to ~2 ulp: `2^k * e^r` with `|r| <= ln2 / 2` and a degree-6 polynomial.
 /// Rounding and the power of two use float and integer bit tricks only, so it vectorizes.
 #[inline(always)]
-fn exp_neg<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn exp_neg<const FMA: bool>(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
     const SHIFTER: f32 = 12_582_912.0;
     let x = x.max(-87.0);
