@@ -7,7 +7,8 @@
 //! - [`train()`] trains a config in a work dir (checkpoints, `metrics.jsonl`, `curves.png`, exact
 //!   resume), with [`TrainOptions::hooks`] to add to the loop;
 //! - [`test()`] evaluates a checkpoint on a config's test split (COCO AP, or top-1 / top-5);
-//! - [`benchmark()`] times a model on random input.
+//! - [`benchmark()`] times a model on random input;
+//! - [`analyze()`] counts its parameters, FLOPs and activations per module.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -26,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+pub mod analyze;
 pub mod benchmark;
 pub mod classifier;
 pub mod config;
@@ -39,6 +41,7 @@ pub mod train;
 pub mod visualize;
 pub mod weights;
 
+pub use analyze::{analyze, AnalyzeOptions, AnalyzeReport, CounterChoice};
 pub use benchmark::{benchmark, BenchMode, BenchOptions, BenchReport};
 pub use classifier::{init_classifier, ClassScore, Classifier};
 pub use config::{load_config, model_kind, ModelKind};

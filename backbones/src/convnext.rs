@@ -6,6 +6,7 @@ use crate::config::ConvNeXtConfig;
 use crate::layers::{drop_path_rates, Block, DropRng, Linear, Norm, PatchConv, INIT_STD};
 use crate::{Backbone, Classifier};
 use candle_core::{bail, Result, Tensor};
+use nextdet_analysis::{CostTree, Shape, Via};
 use nextdet_ops::{Init, Scope};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -120,6 +121,10 @@ impl Classifier for ConvNeXtClassifier {
     fn num_classes(&self) -> usize {
         self.num_classes
     }
+
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        self.describe(images, tree)
+    }
 }
 
 /// ConvNeXt as a detection backbone: the stage outputs at `out_indices`, each through its own
@@ -162,5 +167,62 @@ impl Backbone for ConvNeXtBackbone {
 
     fn strides(&self) -> Vec<usize> {
         self.out_indices.iter().map(|&i| 4 << i).collect()
+    }
+
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        self.describe(images, tree)
+    }
+}
+
+// What `nextdet analyze` counts (see `nextdet_analysis`): the official `models/convnext.py` and,
+// for detection, `object_detection/mmdet/models/backbones/convnext.py`.
+
+impl ConvNeXt {
+    /// Describes the trunk on `images: [N, C, H, W]` and returns each stage's output shape
+    /// (NCHW): the downsampling layers (patchify convs; ConvNeXt's channels-first layer norm,
+    /// tensor ops) and the blocks.
+    pub fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let mut outs = Vec::with_capacity(4);
+        let mut x = images.to_vec();
+        for (i, (down, blocks)) in self.downsample.iter().zip(&self.stages).enumerate() {
+            x = tree.scope(format!("downsample_layers.{i}"), |t| match down {
+                Downsample::Stem { conv, norm } => {
+                    let y = conv.cost("0", &x, t)?;
+                    norm.cost("1", &y, Via::TensorOps, t)
+                }
+                Downsample::Transition { norm, conv } => {
+                    norm.cost("0", &x, Via::TensorOps, t)?;
+                    conv.cost("1", &x, t)
+                }
+            })?;
+            for (b, block) in blocks.iter().enumerate() {
+                x = tree.scope(format!("stages.{i}.{b}"), |t| block.cost(&x, t))?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+}
+
+impl ConvNeXtClassifier {
+    /// The trunk, global average pooling (`x.mean([-2, -1])`: tensor ops), `norm`
+    /// (`nn.LayerNorm`) and `head`.
+    fn describe(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let last = self.trunk.cost(images, tree)?.pop().expect("four stages");
+        let pooled = [last[0], last[1]];
+        self.norm.cost("norm", &pooled, Via::Module, tree)?;
+        tree.linear("head", &pooled, self.head.weight().dims(), true)
+    }
+}
+
+impl ConvNeXtBackbone {
+    /// The trunk and, per output, `norm{i}` (the channels-first layer norm class: tensor ops).
+    fn describe(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let stages = self.trunk.cost(images, tree)?;
+        self.out_indices
+            .iter()
+            .zip(&self.norms)
+            .map(|(&i, norm)| norm.cost(&format!("norm{i}"), &stages[i], Via::TensorOps, tree))
+            .collect()
     }
 }

@@ -5,6 +5,7 @@ use crate::config::IsotropicConfig;
 use crate::layers::{drop_path_rates, Block, DropRng, Linear, Norm, PatchConv, INIT_STD};
 use crate::Classifier;
 use candle_core::{Result, Tensor};
+use nextdet_analysis::{CostTree, Shape, Via};
 use nextdet_ops::{Init, Scope};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -47,5 +48,17 @@ impl Classifier for IsotropicClassifier {
 
     fn num_classes(&self) -> usize {
         self.num_classes
+    }
+
+    /// `stem`, the blocks, pooling (tensor ops), `norm` (ConvNeXt's channels-last class:
+    /// `F.layer_norm`) and `head`, as the official `models/convnext_isotropic.py`.
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let mut x = self.stem.cost("stem", images, tree)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = tree.scope(format!("blocks.{i}"), |t| block.cost(&x, t))?;
+        }
+        let pooled = [x[0], x[1]];
+        self.norm.cost("norm", &pooled, Via::Functional, tree)?;
+        tree.linear("head", &pooled, self.head.weight().dims(), true)
     }
 }

@@ -2,6 +2,7 @@
 //! ConvNeXt block, all channels-last (`[N, H, W, C]`).
 
 use candle_core::{Result, Tensor};
+use nextdet_analysis::{Act, Conv2d as AnalysisConv, CostTree, Norm as AnalysisNorm, NormKind, Shape, Via};
 use nextdet_ops::{
     bias_add, convnext_mlp_inference, depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm,
     layer_scale_drop_path_residual, linear_no_bias, Init, PackedMlp, Scope,
@@ -172,5 +173,44 @@ pub fn drop_path_rates(rate: f64, blocks: usize) -> Vec<f64> {
         0 => vec![],
         1 => vec![0.0],
         n => (0..n).map(|i| rate * i as f64 / (n - 1) as f64).collect(),
+    }
+}
+
+// What `nextdet analyze` counts: the reference's layers (ConvNeXt's `models/convnext.py`), in its
+// NCHW layout, with how each one runs there (see `nextdet_analysis::Via`).
+
+impl Norm {
+    /// Describes this layer norm as the module `name` on `x` (`via`: ConvNeXt's channels-last
+    /// class runs `F.layer_norm`, its channels-first one tensor ops, `nn.LayerNorm` a module).
+    pub fn cost(&self, name: &str, x: &[usize], via: Via, tree: &mut CostTree) -> Result<Shape> {
+        let channels = self.weight.dim(0)?;
+        tree.norm(name, x, AnalysisNorm { kind: NormKind::LayerNorm, channels, affine: true, via })
+    }
+}
+
+impl PatchConv {
+    /// Describes this convolution as the `nn.Conv2d` module `name` on `x: [N, C, H, W]`.
+    pub fn cost(&self, name: &str, x: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        tree.conv2d(name, x, AnalysisConv::new(self.weight.dims()).bias(true).stride(self.k))
+    }
+}
+
+impl Block {
+    /// Describes the block on `x: [N, C, H, W]`: `dwconv`, then channels-last `norm`
+    /// (`F.layer_norm`), `pwconv1`, `act` (GELU), `pwconv2` and `gamma`.
+    pub fn cost(&self, x: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let c = x.get(1).copied().unwrap_or(0);
+        let k = self.dw_weight.dim(2)?;
+        let conv = AnalysisConv::new(self.dw_weight.dims()).bias(true).padding(k / 2).groups(c);
+        let y = tree.conv2d("dwconv", x, conv)?;
+        let nhwc = [y[0], y[2], y[3], y[1]];
+        self.norm.cost("norm", &nhwc, Via::Functional, tree)?;
+        let h = tree.linear("pwconv1", &nhwc, self.pwconv1.weight().dims(), true)?;
+        let h = tree.act("act", &h, Act::Gelu, Via::Module);
+        tree.linear("pwconv2", &h, self.pwconv2.weight().dims(), true)?;
+        if let Some(g) = &self.gamma {
+            tree.param("gamma", g.dims());
+        }
+        Ok(y)
     }
 }

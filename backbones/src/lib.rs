@@ -18,6 +18,7 @@ pub mod swin;
 pub mod weights;
 
 use candle_core::{Result, Tensor};
+use nextdet_analysis::{CostTree, Shape};
 
 pub use config::{
     BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig, SwinArch, SwinConfig,
@@ -31,6 +32,13 @@ pub trait Backbone: Send + Sync {
     fn out_channels(&self) -> Vec<usize>;
     /// Stride of each output relative to the input, in output order.
     fn strides(&self) -> Vec<usize>;
+    /// Describes one evaluation-mode forward pass on `images: [N, 3, H, W]` to `tree` (layer by
+    /// layer, under the module names of the parameters; see `nextdet_analysis`) and returns the
+    /// shapes of the outputs, NCHW. The default says the backbone has no description.
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let _ = (images, tree);
+        candle_core::bail!("this backbone does not describe its layers for `nextdet analyze`")
+    }
 }
 
 /// A whole image classifier: images in, class logits out.
@@ -39,6 +47,12 @@ pub trait Classifier: Send + Sync {
     fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor>;
     /// Number of output classes.
     fn num_classes(&self) -> usize;
+    /// Describes one evaluation-mode forward pass on `images: [N, 3, H, W]` to `tree` and
+    /// returns the logits' shape (see [`Backbone::cost`]).
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let _ = (images, tree);
+        candle_core::bail!("this classifier does not describe its layers for `nextdet analyze`")
+    }
 }
 
 /// Builds the detection-mode backbone a config describes, its parameters under `scope`.

@@ -5,6 +5,7 @@
 use crate::config::ResNetConfig;
 use crate::{Backbone, Classifier};
 use candle_core::{bail, Result, Tensor};
+use nextdet_analysis::{Act, Conv2d as AnalysisConv, CostTree, Norm, NormKind, Pool, Shape, Via};
 use nextdet_ops::{bias_add, linear_no_bias, relu, Init, Scope};
 
 /// Batch norm with frozen statistics: `(x - mean) / sqrt(var + 1e-5) * weight + bias` per channel.
@@ -190,6 +191,11 @@ impl Backbone for ResNet {
     fn strides(&self) -> Vec<usize> {
         self.out_indices.iter().map(|&i| 4 << i).collect()
     }
+
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let stages = self.stage_costs(images, tree)?;
+        Ok(self.out_indices.iter().map(|&i| stages[i].clone()).collect())
+    }
 }
 
 impl Classifier for ResNet {
@@ -201,5 +207,56 @@ impl Classifier for ResNet {
 
     fn num_classes(&self) -> usize {
         self.fc.as_ref().map_or(0, |(w, _)| w.dims()[0])
+    }
+
+    fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let Some((w, _)) = &self.fc else { bail!("this ResNet was built without a classification head") };
+        let last = self.stage_costs(images, tree)?.pop().expect("four stages");
+        let pooled = tree.pool("avgpool", &last, Pool::AdaptiveAvg { size: 1 }, Via::Module)?;
+        tree.linear("fc", &[pooled[0], pooled[1]], w.dims(), true)
+    }
+}
+
+// What `nextdet analyze` counts: torchvision's `resnet.py` (mmdetection's ResNet has the same
+// modules): `nn.Conv2d`, `nn.BatchNorm2d` in evaluation mode, the one `nn.ReLU` module each
+// block calls three times, `nn.MaxPool2d`, `nn.AdaptiveAvgPool2d` and `fc`.
+
+impl ConvBn {
+    fn cost(&self, conv: &str, bn: &str, x: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let c = AnalysisConv::new(self.weight.dims()).stride(self.stride).padding(self.padding);
+        let y = tree.conv2d(conv, x, c)?;
+        let channels = self.bn.weight.dim(0)?;
+        tree.norm(bn, &y, Norm { kind: NormKind::BatchNorm, channels, affine: true, via: Via::Module })
+    }
+}
+
+impl Bottleneck {
+    fn cost(&self, x: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let y = self.c1.cost("conv1", "bn1", x, tree)?;
+        let y = tree.act("relu", &y, Act::Relu, Via::Module);
+        let y = self.c2.cost("conv2", "bn2", &y, tree)?;
+        let y = tree.act("relu", &y, Act::Relu, Via::Module);
+        let y = self.c3.cost("conv3", "bn3", &y, tree)?;
+        if let Some(d) = &self.downsample {
+            d.cost("downsample.0", "downsample.1", x, tree)?;
+        }
+        Ok(tree.act("relu", &y, Act::Relu, Via::Module))
+    }
+}
+
+impl ResNet {
+    /// Describes the stem and the four stages on `images`; returns each stage's output shape.
+    fn stage_costs(&self, images: &[usize], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let x = self.stem.cost("conv1", "bn1", images, tree)?;
+        let x = tree.act("relu", &x, Act::Relu, Via::Module);
+        let mut x = tree.pool("maxpool", &x, Pool::Max { kernel: 3, stride: 2, padding: 1 }, Via::Module)?;
+        let mut outs = Vec::with_capacity(4);
+        for (i, stage) in self.layers.iter().enumerate() {
+            for (b, block) in stage.iter().enumerate() {
+                x = tree.scope(format!("layer{}.{b}", i + 1), |t| block.cost(&x, t))?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
     }
 }

@@ -14,6 +14,7 @@ pub mod batch_norm;
 pub mod bbox_head;
 pub mod box_coder;
 pub mod classifier;
+pub mod cost;
 pub mod losses;
 pub mod mask_head;
 pub mod proposals;

@@ -11,6 +11,7 @@
 use crate::bbox_head::ClsLossType;
 use crate::losses::sigmoid_bce_with_logits;
 use candle_core::{bail, DType, Result, Tensor};
+use nextdet_analysis::{Act, Conv2d as ConvSpec, CostTree, Shape, Via};
 use nextdet_ops::nms::indices_tensor;
 use nextdet_ops::nn::{kaiming_normal_fan_out, Conv2d};
 use nextdet_ops::{bias_add, linear_no_bias, paste_masks, relu, BinaryMask, Scope};
@@ -278,4 +279,23 @@ fn rows_to_nchw(rows: &Tensor, n: usize, h: usize, w: usize) -> Result<Tensor> {
     let c = rows.dim(1)?;
     let y = rows.reshape((n, h, w, 2, 2, c))?.permute((0, 5, 1, 3, 2, 4))?; // [N, C, H, 2, W, 2]
     y.reshape((n, c, 2 * h, 2 * w))
+}
+
+impl FcnMaskHead {
+    /// Describes the head on `x: [R, C, S, S]` as mmdetection's `FCNMaskHead` runs it
+    /// (`convs.{i}`: `conv`, `activate`; `upsample` (`nn.ConvTranspose2d`), `relu`,
+    /// `conv_logits`); returns the logits' shape.
+    pub fn cost(&self, x: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        let mut x = x.to_vec();
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = tree.scope(format!("convs.{i}"), |t| {
+                let y = crate::cost::conv2d(t, "conv", &x, conv)?;
+                Ok(t.act("activate", &y, Act::Relu, Via::Module))
+            })?;
+        }
+        let up = ConvSpec::new(self.upsample_weight.dims()).bias(true).stride(2);
+        let y = tree.conv_transpose2d("upsample", &x, up)?;
+        let y = tree.act("relu", &y, Act::Relu, Via::Module);
+        tree.conv2d("conv_logits", &y, ConvSpec::new(self.logits_weight.dims()).bias(true))
+    }
 }

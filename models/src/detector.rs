@@ -5,8 +5,9 @@
 //! (`backbone.`, `neck.`, `rpn_head.`, `roi_head.`) so the published checkpoints load directly.
 
 use candle_core::{bail, Result, Tensor};
+use nextdet_analysis::CostTree;
 use nextdet_backbones::{build_backbone, Backbone, BackboneConfig};
-use nextdet_heads::roi::{RoiHead, RoiHeadConfig, RoiHeadType};
+use nextdet_heads::roi::{RoiHead, RoiHeadConfig, RoiHeadType, DUMMY_ROIS};
 use nextdet_heads::rpn::{RpnHead, RpnHeadConfig};
 use nextdet_heads::{ImageMeta, ImageTargets, InstanceResult};
 use nextdet_necks::fpn::{Fpn, FpnConfig};
@@ -138,5 +139,18 @@ impl TwoStageDetector {
     /// The parameters (to load a checkpoint into, or to train).
     pub fn params(&self) -> &ParamStore {
         &self.params
+    }
+}
+
+impl TwoStageDetector {
+    /// Describes what mmdetection's `get_flops.py` counts, `forward_dummy` on `images: [N, 3, H,
+    /// W]`: backbone, neck and RPN head on the image, then the RoI head on 1000 RoIs (masks on
+    /// the first 100); see [`RoiHead::cost`]. Parameters of every part are registered.
+    pub fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<()> {
+        let feats = tree.scope("backbone", |t| self.backbone.cost(images, t))?;
+        let pyramid = tree.scope("neck", |t| self.neck.cost(&feats, t))?;
+        tree.scope("rpn_head", |t| self.rpn.cost(&pyramid, t))?;
+        let (rois, mask_rois) = DUMMY_ROIS;
+        tree.scope("roi_head", |t| self.roi.cost(&pyramid, rois, mask_rois, t))
     }
 }

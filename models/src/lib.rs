@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 use candle_core::{Result, Tensor};
+use nextdet_analysis::{CostTree, Shape};
 use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
@@ -74,6 +75,12 @@ impl ImageClassifier {
     pub fn params(&self) -> &ParamStore {
         &self.params
     }
+
+    /// Describes an evaluation-mode forward pass on `images: [N, 3, H, W]` to `tree` (see
+    /// `nextdet_analysis`); returns the logits' shape.
+    pub fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<Shape> {
+        self.net.cost(images, tree)
+    }
 }
 
 /// Any model a config can describe.
@@ -92,11 +99,25 @@ impl Model {
             Model::Detector(m) => m.params(),
         }
     }
+
+    /// Describes what the model runs on `images: [N, 3, H, W]` to `tree`: a classifier's
+    /// forward pass, a detector's `forward_dummy` (see [`TwoStageDetector::cost`]).
+    pub fn cost(&self, images: &[usize], tree: &mut CostTree) -> Result<()> {
+        match self {
+            Model::Classifier(m) => m.cost(images, tree).map(|_| ()),
+            Model::Detector(m) => m.cost(images, tree),
+        }
+    }
 }
 
 /// Builds the model a `model` section describes, on `device`, initialised from `seed`.
 pub fn build_model(cfg: &ModelConfig, device: &candle_core::Device, seed: u64) -> Result<Model> {
-    let params = ParamStore::new(device, seed);
+    build_model_in(cfg, ParamStore::new(device, seed), seed)
+}
+
+/// Builds the model with its parameters in `params` (e.g. [`ParamStore::zeros`] to describe a
+/// model without initialising it); `seed` drives stochastic depth.
+pub fn build_model_in(cfg: &ModelConfig, params: ParamStore, seed: u64) -> Result<Model> {
     Ok(match cfg {
         ModelConfig::ImageClassifier(c) => Model::Classifier(ImageClassifier::new(c, params, seed)?),
         ModelConfig::MaskRCNN(c) | ModelConfig::CascadeRCNN(c) => {

@@ -10,6 +10,7 @@
 //! the recipes' setting). Convs are initialised xavier-uniform with zero bias, as mmdet does.
 
 use candle_core::{bail, Result, Tensor};
+use nextdet_analysis::{Conv2d as ConvSpec, CostTree, Pool, Shape, Via};
 use nextdet_ops::nn::{xavier_uniform, Conv2d};
 use nextdet_ops::{resize_nearest, subsample_stride2, Scope};
 use serde::Deserialize;
@@ -107,6 +108,41 @@ impl Fpn {
         while outs.len() < self.num_outs {
             let last = outs.last().expect("at least one used level");
             outs.push(subsample_stride2(last)?);
+        }
+        Ok(outs)
+    }
+}
+
+/// The `nn.Conv2d` module `name` on `x` (a `ConvModule`'s `conv`).
+fn conv_cost(tree: &mut CostTree, name: &str, x: &[usize], conv: &Conv2d) -> Result<Shape> {
+    let (weight, bias, stride, padding) = conv.parts();
+    tree.conv2d(name, x, ConvSpec::new(weight.dims()).bias(bias.is_some()).stride(stride).padding(padding))
+}
+
+impl Fpn {
+    /// Describes the neck on the backbone's output shapes as mmdetection's `FPN` runs it:
+    /// `lateral_convs.{i}.conv` and `fpn_convs.{i}.conv` (`ConvModule`s without norm or
+    /// activation), the top-down `F.interpolate` and the extra levels' `F.max_pool2d(x, 1, 2)`
+    /// (functions: fvcore counts the upsampling, mmcv neither); returns the pyramid's shapes.
+    pub fn cost(&self, feats: &[Shape], tree: &mut CostTree) -> Result<Vec<Shape>> {
+        let used = self.lateral_convs.len();
+        if feats.len() != self.start_level + used {
+            bail!("Fpn::cost: {} feature maps for a neck built for {}", feats.len(), self.start_level + used);
+        }
+        let mut laterals = Vec::with_capacity(used);
+        for (i, (conv, x)) in self.lateral_convs.iter().zip(&feats[self.start_level..]).enumerate() {
+            laterals.push(tree.scope(format!("lateral_convs.{i}"), |t| conv_cost(t, "conv", x, conv))?);
+        }
+        for i in (1..used).rev() {
+            tree.upsample_nearest("", &laterals[i - 1], Via::Functional);
+        }
+        let mut outs = Vec::with_capacity(self.num_outs);
+        for (i, (conv, x)) in self.fpn_convs.iter().zip(&laterals).enumerate() {
+            outs.push(tree.scope(format!("fpn_convs.{i}"), |t| conv_cost(t, "conv", x, conv))?);
+        }
+        while outs.len() < self.num_outs {
+            let last = outs.last().expect("at least one used level").clone();
+            outs.push(tree.pool("", &last, Pool::Max { kernel: 1, stride: 2, padding: 0 }, Via::Functional)?);
         }
         Ok(outs)
     }

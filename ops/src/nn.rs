@@ -60,6 +60,11 @@ impl Conv2d {
         crate::conv2d::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
+    /// `(weight, bias, stride, padding)`: what describes the layer (to `nextdet analyze`).
+    pub fn parts(&self) -> (&Tensor, Option<&Tensor>, usize, usize) {
+        (&self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]

@@ -48,6 +48,8 @@ struct Inner {
     entries: Vec<Entry>,
     index: HashMap<String, usize>,
     rng: StdRng,
+    /// Every parameter zeros instead of its `Init` (see [`ParamStore::zeros`]).
+    zeros: bool,
 }
 
 /// The parameters of one model, shared by the model's layers. Cheap to clone.
@@ -121,8 +123,18 @@ pub fn weights_generation() -> u64 {
 impl ParamStore {
     /// An empty store on `device` whose initialisations draw from `seed`.
     pub fn new(device: &Device, seed: u64) -> Self {
-        let inner = Inner { entries: Vec::new(), index: HashMap::new(), rng: StdRng::seed_from_u64(seed) };
+        let inner =
+            Inner { entries: Vec::new(), index: HashMap::new(), rng: StdRng::seed_from_u64(seed), zeros: false };
         Self { inner: Arc::new(Mutex::new(inner)), device: device.clone() }
+    }
+
+    /// An empty store whose parameters are all zeros, whatever their `Init`: a model built on
+    /// it has its real shapes and names at almost no cost (the zero pages are not touched), for
+    /// describing it (`nextdet analyze`) rather than running it.
+    pub fn zeros(device: &Device) -> Self {
+        let store = Self::new(device, 0);
+        store.inner.lock().expect("param store lock").zeros = true;
+        store
     }
 
     /// The root scope, with an empty name prefix.
@@ -173,13 +185,17 @@ impl ParamStore {
             bail!("parameter `{name}` is created twice");
         }
         let n = shape.elem_count();
-        let values: Vec<f32> = match init {
-            Init::Const(v) => vec![v as f32; n],
-            Init::Uniform { bound } => (0..n).map(|_| inner.rng.gen_range(-bound..=bound) as f32).collect(),
-            Init::TruncNormal { std } => (0..n).map(|_| truncated_normal(&mut inner.rng) * std as f32).collect(),
-            Init::Normal { std } => (0..n).map(|_| standard_normal(&mut inner.rng) * std as f32).collect(),
+        let var = if inner.zeros {
+            Var::zeros(shape, DType::F32, &self.device)?
+        } else {
+            let values: Vec<f32> = match init {
+                Init::Const(v) => vec![v as f32; n],
+                Init::Uniform { bound } => (0..n).map(|_| inner.rng.gen_range(-bound..=bound) as f32).collect(),
+                Init::TruncNormal { std } => (0..n).map(|_| truncated_normal(&mut inner.rng) * std as f32).collect(),
+                Init::Normal { std } => (0..n).map(|_| standard_normal(&mut inner.rng) * std as f32).collect(),
+            };
+            Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)?
         };
-        let var = Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)?;
         let tensor = if trainable { var.as_tensor().clone() } else { var.as_tensor().detach() };
         let at = inner.entries.len();
         inner.index.insert(name.clone(), at);

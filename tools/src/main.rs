@@ -11,7 +11,8 @@ mod print;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use nextdet_apis::{BenchMode, BenchOptions, Resume, TestOptions, TrainOptions};
+use nextdet_analysis::Counter;
+use nextdet_apis::{AnalyzeOptions, BenchMode, BenchOptions, CounterChoice, Resume, TestOptions, TrainOptions};
 use nextdet_engine::trainer::FitOutcome;
 use std::path::PathBuf;
 
@@ -116,6 +117,25 @@ enum Command {
         #[command(flatten)]
         o: Overrides,
     },
+    /// Count a model's parameters, FLOPs and activations, in total and per module, as the paper's
+    /// tools count them (classifiers: fvcore; detectors: mmcv in mmdetection's get_flops.py).
+    Analyze {
+        config: PathBuf,
+        /// Input size `HxW` (default: the config's test input size, or 224; detectors 1280x800).
+        #[arg(long)]
+        shape: Option<String>,
+        /// Levels of submodules listed.
+        #[arg(long, default_value_t = 2)]
+        depth: usize,
+        /// `paper` (classifiers: fvcore's conv and matmul handles; detectors: mmcv), `fvcore`
+        /// (all of fvcore's default handles), `fvcore-conv-matmul` or `mmcv`.
+        #[arg(long, value_enum, default_value = "paper")]
+        counter: CounterArg,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        o: Overrides,
+    },
     /// Train a model from a config: checkpoints, metrics.jsonl and curves.png in the work dir.
     Train {
         config: PathBuf,
@@ -185,6 +205,19 @@ enum Command {
         #[arg(long, default_value_t = nextdet_datasets::shapes::DEFAULT_SEED)]
         seed: u64,
     },
+}
+
+/// `analyze --counter`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CounterArg {
+    /// What the paper prints: fvcore-conv-matmul for classifiers, mmcv for detectors.
+    Paper,
+    /// fvcore's FlopCountAnalysis with all its default handles.
+    Fvcore,
+    /// fvcore's convolution and matrix-multiply handles only.
+    FvcoreConvMatmul,
+    /// mmcv's get_model_complexity_info.
+    Mmcv,
 }
 
 /// What one benchmark iteration runs.
@@ -312,6 +345,17 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
                 BenchOptions { mode, batch, shape: nextdet_apis::benchmark::parse_shape(&shape)?, iters, warmup };
             let report = nextdet_apis::benchmark(&load(&config, &o)?, checkpoint.as_deref(), &opts)?;
             print::benchmark(&report, &config, &opts, json);
+        }
+        Command::Analyze { config, shape, depth, counter, json, o } => {
+            let counter = match counter {
+                CounterArg::Paper => CounterChoice::Paper,
+                CounterArg::Fvcore => CounterChoice::Exactly(Counter::Fvcore),
+                CounterArg::FvcoreConvMatmul => CounterChoice::Exactly(Counter::FvcoreConvMatmul),
+                CounterArg::Mmcv => CounterChoice::Exactly(Counter::Mmcv),
+            };
+            let shape = shape.as_deref().map(nextdet_apis::benchmark::parse_shape).transpose()?;
+            let report = nextdet_apis::analyze(&load(&config, &o)?, &AnalyzeOptions { shape, counter })?;
+            print::analyze(&report, &config, depth, json)?;
         }
         Command::Train { config, work_dir, resume, load_from, seed, overwrite, o } => {
             let resume = match resume {

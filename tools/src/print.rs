@@ -1,7 +1,7 @@
 //! How the commands print their results: text on stderr/stdout as mmdetection's tools do, or
 //! one JSON document on stdout with `--json`.
 
-use nextdet_apis::{BenchOptions, BenchReport, ClassScore, TestReport};
+use nextdet_apis::{AnalyzeReport, BenchOptions, BenchReport, ClassScore, TestReport};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -80,4 +80,17 @@ pub fn benchmark(r: &BenchReport, config: &Path, opts: &BenchOptions, json: bool
             r.images_per_s
         );
     }
+}
+
+/// `analyze`: the module table cut at `depth` on stdout, or one JSON document with every module.
+pub fn analyze(report: &AnalyzeReport, config: &Path, depth: usize, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut doc = serde_json::to_value(report)?;
+        doc["config"] = serde_json::json!(config);
+        println!("{doc}");
+    } else {
+        println!("{}", config.display());
+        print!("{}", report.table(depth));
+    }
+    Ok(())
 }

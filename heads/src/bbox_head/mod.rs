@@ -23,6 +23,7 @@ use crate::batch_norm::BatchNorm;
 use crate::box_coder::BoxCoderConfig;
 use crate::losses::RegLossConfig;
 use candle_core::{bail, Result, Tensor};
+use nextdet_analysis::{Act, CostTree, Norm as NormSpec, NormKind, Shape, Via};
 use nextdet_ops::nn::{kaiming_normal_fan_out, xavier_uniform, Conv2d, Linear};
 use nextdet_ops::{relu, DeltaXywhCoder, Init, Scope};
 use serde::Deserialize;
@@ -291,5 +292,37 @@ impl BBoxHead {
             x = relu(&fc.forward(&x)?)?;
         }
         Ok((self.fc_cls.forward(&x)?, self.fc_reg.forward(&x)?))
+    }
+}
+
+impl BBoxHead {
+    /// Describes the head on `roi_feats: [R, C, S, S]` as mmdetection's `ConvFCBBoxHead` runs it
+    /// (`shared_convs.{i}`: `conv`, `bn` (`nn.SyncBatchNorm` for SyncBN, a type mmcv's counter
+    /// does not hook), `activate`; flatten; `shared_fcs.{i}` each followed by the one `relu`
+    /// module; `fc_cls`, `fc_reg`); returns the shapes of the class scores and the deltas.
+    pub fn cost(&self, roi_feats: &[usize], tree: &mut CostTree) -> Result<(Shape, Shape)> {
+        let mut x = roi_feats.to_vec();
+        for (i, m) in self.shared_convs.iter().enumerate() {
+            x = tree.scope(format!("shared_convs.{i}"), |t| {
+                let y = crate::cost::conv2d(t, "conv", &x, &m.conv)?;
+                if let Some(bn) = &m.bn {
+                    let via = match self.cfg.norm_cfg.as_ref().map(|n| n.kind) {
+                        Some(NormType::SyncBN) => Via::Functional,
+                        _ => Via::Module,
+                    };
+                    let spec = NormSpec { kind: NormKind::BatchNorm, channels: bn.channels(), affine: true, via };
+                    t.norm("bn", &y, spec)?;
+                }
+                Ok(t.act("activate", &y, Act::Relu, Via::Module))
+            })?;
+        }
+        let mut x = vec![x[0], x[1..].iter().product()];
+        for (i, fc) in self.shared_fcs.iter().enumerate() {
+            x = tree.linear(&format!("shared_fcs.{i}"), &x, fc.weight().dims(), true)?;
+            x = tree.act("relu", &x, Act::Relu, Via::Module);
+        }
+        let cls = tree.linear("fc_cls", &x, self.fc_cls.weight().dims(), true)?;
+        let reg = tree.linear("fc_reg", &x, self.fc_reg.weight().dims(), true)?;
+        Ok((cls, reg))
     }
 }

@@ -33,6 +33,7 @@ use crate::results::InstanceResult;
 use crate::sampler::RandomSampler;
 use crate::targets::ImageTargets;
 use candle_core::{bail, DType, Device, Result, Tensor, D};
+use nextdet_analysis::{CostTree, Shape};
 use nextdet_ops::nms::indices_tensor;
 use nextdet_ops::{BinaryMask, Boxes, Losses, Scope, SingleRoiExtractor};
 use nextdet_structures::ImageMeta;
@@ -65,6 +66,8 @@ pub struct RoiHead {
     kind: RoiHeadType,
     bbox_extractor: SingleRoiExtractor,
     mask_extractor: SingleRoiExtractor,
+    /// Whether the masks are pooled by the box extractor (no `mask_roi_extractor` in the config).
+    shared_mask_extractor: bool,
     stages: Vec<RoiStage>,
     test: RcnnTestConfig,
 }
@@ -111,7 +114,15 @@ impl RoiHead {
                 loss_weight: sc.loss_weight,
             });
         }
-        Ok(Self { kind: cfg.kind, bbox_extractor, mask_extractor, stages, test: cfg.test.clone() })
+        let shared_mask_extractor = cfg.mask_roi_extractor.is_none();
+        Ok(Self {
+            kind: cfg.kind,
+            bbox_extractor,
+            mask_extractor,
+            shared_mask_extractor,
+            stages,
+            test: cfg.test.clone(),
+        })
     }
 
     /// The stages, in order.
@@ -330,4 +341,36 @@ fn test_masks(
     let probs = select_channels(&probs, &det.labels, agnostic)?;
     let paste = scaled.tensor().broadcast_div(&Tensor::new(&[[sx, sy, sx, sy]], device)?)?;
     heads[0].paste(&probs, &paste, meta.ori_size, cfg.mask_thr_binary)
+}
+
+/// RoIs the box heads see in mmdetection's `forward_dummy` (`two_stage.py`: `torch.randn(1000, 4)`
+/// proposals), and the first of them the mask heads see (`standard_roi_head.py`,
+/// `cascade_roi_head.py`: `rois[:100]`): what `get_flops.py` counts.
+pub const DUMMY_ROIS: (usize, usize) = (1000, 100);
+
+impl RoiHead {
+    /// Describes mmdetection's `forward_dummy` on the pyramid `feats`: every stage's box head on
+    /// `rois` RoIs and every stage's mask head on `mask_rois` (the same RoIs, unrefined, for
+    /// every stage), each behind its RoIAlign (`{bbox,mask}_roi_extractor[.{s}].roi_layers.0`,
+    /// a custom op to both counters). mmdetection builds one extractor per cascade stage; a
+    /// Mask R-CNN without a `mask_roi_extractor` pools masks with the box extractor.
+    pub fn cost(&self, feats: &[Shape], rois: usize, mask_rois: usize, tree: &mut CostTree) -> Result<()> {
+        let c = feats.first().map_or(0, |f| f.get(1).copied().unwrap_or(0));
+        let cascade = self.kind == RoiHeadType::CascadeRoIHead;
+        let stage_path = |name: &str, s: usize| if cascade { format!("{name}.{s}") } else { name.to_string() };
+        let pooled = |e: &SingleRoiExtractor, n: usize| vec![n, c, e.output_size.0, e.output_size.1];
+        for (s, stage) in self.stages.iter().enumerate() {
+            let feats = pooled(&self.bbox_extractor, rois);
+            tree.roi_align(&format!("{}.roi_layers.0", stage_path("bbox_roi_extractor", s)), &feats);
+            tree.scope(stage_path("bbox_head", s), |t| stage.bbox_head.cost(&feats, t))?;
+        }
+        for (s, stage) in self.stages.iter().enumerate() {
+            let Some(mask_head) = &stage.mask_head else { continue };
+            let feats = pooled(&self.mask_extractor, mask_rois);
+            let extractor = if self.shared_mask_extractor { "bbox_roi_extractor" } else { "mask_roi_extractor" };
+            tree.roi_align(&format!("{}.roi_layers.0", stage_path(extractor, s)), &feats);
+            tree.scope(stage_path("mask_head", s), |t| mask_head.cost(&feats, t))?;
+        }
+        Ok(())
+    }
 }

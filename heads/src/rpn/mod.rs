@@ -17,6 +17,7 @@ pub use config::{AnchorGeneratorConfig, AnchorGeneratorType, ProposalConfig, Rpn
 use crate::assigner::MaxIoUAssigner;
 use crate::sampler::RandomSampler;
 use candle_core::{bail, Device, Result, Tensor};
+use nextdet_analysis::{Act, CostTree, Via};
 use nextdet_ops::nn::Conv2d;
 use nextdet_ops::{relu, AnchorGenerator, DeltaXywhCoder, Init, Scope};
 
@@ -130,5 +131,19 @@ impl RpnHead {
     /// All anchors of all levels, concatenated: `[sum_l H_l * W_l * A, 4]` on the CPU.
     fn flat_anchors(&self, sizes: &[(usize, usize)]) -> Result<Tensor> {
         Tensor::cat(&self.anchors.grid_anchors(sizes, &Device::Cpu)?, 0)
+    }
+}
+
+impl RpnHead {
+    /// Describes the head on the pyramid levels `feats` as mmdetection's `RPNHead` runs it: per
+    /// level `rpn_conv`, `F.relu` (a function: neither counter counts it), `rpn_cls`, `rpn_reg`.
+    pub fn cost(&self, feats: &[Vec<usize>], tree: &mut CostTree) -> Result<()> {
+        for x in feats {
+            let y = crate::cost::conv2d(tree, "rpn_conv", x, &self.rpn_conv)?;
+            let y = tree.act("", &y, Act::Relu, Via::Functional);
+            crate::cost::conv2d(tree, "rpn_cls", &y, &self.rpn_cls)?;
+            crate::cost::conv2d(tree, "rpn_reg", &y, &self.rpn_reg)?;
+        }
+        Ok(())
     }
 }
