@@ -3,7 +3,7 @@
 //! request), top-1 / top-5 for classifiers. Output paths are checked before any work starts.
 //!
 //! Distributed testing (mmdetection's `tools/dist_test.sh`): every rank of the process's default
-//! group ([`nextdet_dist::world`]) calls [`test`]; each predicts its share of the split, the
+//! group ([`nextdet_dist::world`]) calls [`test()`]; each predicts its share of the split, the
 //! detections (or the top-k counts) are gathered, and rank 0 evaluates and writes the outputs:
 //! the numbers are those of one process. The other ranks' reports hold no COCO statistics.
 
