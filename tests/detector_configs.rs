@@ -489,7 +489,8 @@ fn train_step(config: &str, det: &TwoStageDetector, opt_cfg: &OptimizerConfig, k
     let before: Vec<Vec<f32>> = names.iter().map(|n| values(&stored[*n])).collect();
     drop(stored);
 
-    let losses = det.forward_train(&images, &targets, &mut rng).unwrap_or_else(|e| panic!("{config}: {e}"));
+    let mut rngs: Vec<StdRng> = (0..targets.len() as u64).map(|i| StdRng::seed_from_u64(100 + i)).collect();
+    let losses = det.forward_train(&images, &targets, &mut rngs).unwrap_or_else(|e| panic!("{config}: {e}"));
     let mut names_got: Vec<&str> = losses.items().iter().map(|i| i.name.as_str()).collect();
     names_got.sort();
     let want: Vec<String> = match kind {

@@ -149,7 +149,8 @@ pub fn benchmark(cfg: &Config, checkpoint: Option<&Path>, opts: &BenchOptions) -
                 nextdet_heads::losses::cross_entropy(&logits, &labels)?.mean_all()?
             }
             (Model::Detector(det), BenchMode::Train) => {
-                det.forward_train(&images, &targets, &mut rng)?.total()?.expect("a detector has loss terms")
+                let mut rngs: Vec<StdRng> = (0..targets.len() as u64).map(StdRng::seed_from_u64).collect();
+                det.forward_train(&images, &targets, &mut rngs)?.total()?.expect("a detector has loss terms")
             }
         };
         let grads = loss.backward()?;

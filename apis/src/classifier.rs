@@ -7,6 +7,7 @@ use crate::progress::progress_bar;
 use crate::weights::build_with_checkpoint;
 use anyhow::{bail, Result};
 use nextdet_datasets::{EvalTransform, ImageFolder, RgbImage};
+use nextdet_dist::{Collective, ReduceOp};
 use nextdet_engine::config::Config;
 use nextdet_evaluation::{top_k_indices, TopKAccuracy};
 use nextdet_heads::bbox_head::softmax_rows;
@@ -88,6 +89,8 @@ impl Classifier {
 
 /// Top-1 / top-5 accuracy of `net` on `folder` with `transform`, `batch_size` images at a time
 /// (decoded in `pool` when given); with `show_progress`, a progress bar with the running top-1.
+/// Runs on every rank of the process's default group ([`nextdet_dist::world`]); see
+/// [`evaluate_topk_on`].
 pub fn evaluate_topk(
     net: &ImageClassifier,
     folder: &ImageFolder,
@@ -96,9 +99,26 @@ pub fn evaluate_topk(
     pool: Option<&rayon::ThreadPool>,
     show_progress: bool,
 ) -> Result<TopKAccuracy> {
-    let bar = show_progress.then(|| progress_bar(folder.len(), "test"));
+    evaluate_topk_on(net, folder, transform, batch_size, pool, show_progress, &*nextdet_dist::world())
+}
+
+/// [`evaluate_topk`] shared by the ranks of `group`: rank `r` scores the batches `r, r + world,
+/// ...` and the counts are summed over the ranks, so every rank returns the accuracy of the whole
+/// folder. Every rank of `group` must call it; rank 0 shows the progress bar (its own share).
+pub fn evaluate_topk_on(
+    net: &ImageClassifier,
+    folder: &ImageFolder,
+    transform: &EvalTransform,
+    batch_size: usize,
+    pool: Option<&rayon::ThreadPool>,
+    show_progress: bool,
+    group: &dyn Collective,
+) -> Result<TopKAccuracy> {
+    let (rank, world) = (group.rank(), group.world_size());
+    let bar = (show_progress && group.is_main()).then(|| progress_bar(folder.len().div_ceil(world), "test"));
     let mut accuracy = TopKAccuracy::default();
-    for chunk in folder.samples().chunks(batch_size.max(1)) {
+    let batches = folder.samples().chunks(batch_size.max(1)).enumerate().filter(|(k, _)| k % world == rank);
+    for (_, chunk) in batches {
         let paths: Vec<&Path> = chunk.iter().map(|(p, _)| p.as_path()).collect();
         let logits = net.forward(&eval_batch(pool, &paths, transform)?, false)?.to_vec2::<f32>()?;
         for (row, (_, label)) in logits.iter().zip(chunk) {
@@ -111,6 +131,12 @@ pub fn evaluate_topk(
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if group.is_distributed() {
+        let mut counts = accuracy.counts().map(|c| c as f64);
+        group.all_reduce_f64(&mut counts, ReduceOp::Sum)?;
+        let [seen, top1, top5] = counts.map(|c| c as usize);
+        accuracy = TopKAccuracy::from_counts(seen, top1, top5);
     }
     Ok(accuracy)
 }

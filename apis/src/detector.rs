@@ -4,11 +4,12 @@
 
 use crate::data::detection::{batch_images, Pipeline};
 use crate::data::{DetData, DetDataConfig};
-use crate::progress::progress_bar;
+use crate::progress::progress_bar_if;
 use crate::weights::build_with_checkpoint;
 use anyhow::{bail, Result};
 use nextdet_datasets::collate::{collate, DetBatch};
 use nextdet_datasets::{load_rgb8_with, DecodeConvention, DetSample, ImageMeta, RgbImage};
+use nextdet_dist::Collective;
 use nextdet_engine::config::Config;
 use nextdet_evaluation::{CocoEvaluator, CocoStats, Detections, IouType};
 use nextdet_heads::InstanceResult;
@@ -118,19 +119,38 @@ fn predict_batch(model: &TwoStageDetector, batch: &DetBatch) -> Result<Vec<Detec
     Ok(results.iter().zip(&metas).map(|(r, m)| to_detections(r, m.image_id)).collect())
 }
 
-/// Runs the detector over a split, image by image in dataset order, with a progress bar.
+/// Runs the detector over a split in dataset order, with a progress bar, on every rank of the
+/// process's default group ([`nextdet_dist::world`]); see [`predict_dataset_on`].
 pub fn predict_dataset(model: &TwoStageDetector, data: &DetData, workers: usize) -> Result<Vec<Detections>> {
+    predict_dataset_on(model, data, workers, &*nextdet_dist::world())
+}
+
+/// Runs the detector over a split, every rank of `group` its share (mmdetection's
+/// `multi_gpu_test`): rank `r` predicts the test batches `r, r + world, ...` (so every image is
+/// in the same batch as in one process), and every rank returns all detections in dataset
+/// order. Every rank of `group` must call it. Rank 0 shows the progress bar.
+pub fn predict_dataset_on(
+    model: &TwoStageDetector,
+    data: &DetData,
+    workers: usize,
+    group: &dyn Collective,
+) -> Result<Vec<Detections>> {
     let batch_size = data.split.samples_per_gpu.unwrap_or(1).max(1);
-    let loader = data.loader(batch_size, workers, false, 0)?;
-    let bar = progress_bar(data.dataset.len(), "test");
-    let mut out = Vec::with_capacity(data.dataset.len());
+    let (rank, world) = (group.rank(), group.world_size());
+    let loader =
+        data.loader(batch_size, workers, false, 0)?.with_shard(rank, world).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bar = progress_bar_if(group.is_main(), data.dataset.len(), "test");
+    let mut out = Vec::with_capacity(data.dataset.len().div_ceil(world));
     for batch in loader.epoch(0) {
         let batch = batch.map_err(|e| anyhow::anyhow!("{e}"))?;
         out.extend(predict_batch(model, &batch)?);
-        bar.inc(batch.samples.len() as u64);
+        // rank 0 counts every rank's batches, assuming they keep pace
+        bar.inc((batch.samples.len() * world) as u64);
     }
     bar.finish_and_clear();
-    Ok(out)
+    let sizes: Vec<usize> =
+        (0..data.dataset.len()).step_by(batch_size).map(|i| batch_size.min(data.dataset.len() - i)).collect();
+    crate::gather::gather_detections(group, &out, &sizes)
 }
 
 /// COCO evaluation of a split's detections, as mmdetection 2.11 evaluates: the evaluator (to

@@ -33,6 +33,7 @@ pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod detector;
+pub mod gather;
 pub mod infer;
 mod progress;
 pub mod tasks;

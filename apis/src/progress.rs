@@ -11,3 +11,12 @@ pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// [`progress_bar`] where `show` (rank 0 of a distributed run), a hidden bar elsewhere.
+pub fn progress_bar_if(show: bool, len: usize, what: &str) -> ProgressBar {
+    if show {
+        progress_bar(len, what)
+    } else {
+        ProgressBar::hidden()
+    }
+}

@@ -1,6 +1,11 @@
 //! Testing a checkpoint on a config's test split, mmdetection's `tools/test.py`: COCO box and
 //! mask AP for detectors (with the results in mmdetection's JSON format and drawn images on
 //! request), top-1 / top-5 for classifiers. Output paths are checked before any work starts.
+//!
+//! Distributed testing (mmdetection's `tools/dist_test.sh`): every rank of the process's default
+//! group ([`nextdet_dist::world`]) calls [`test()`]; each predicts its share of the split, the
+//! detections (or the top-k counts) are gathered, and rank 0 evaluates and writes the outputs:
+//! the numbers are those of one process. The other ranks' reports hold no COCO statistics.
 
 use crate::classifier::{evaluate_topk, init_classifier};
 use crate::config::{model_kind, ModelKind};
@@ -106,7 +111,8 @@ fn test_classifier(cfg: &Config, checkpoint: &Path, opts: &TestOptions) -> Resul
         images: acc.seen(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    if let (Some(path), TestReport::Classification { top1, top5, images, seconds }) = (&opts.out, &report) {
+    let main = nextdet_dist::world().is_main();
+    if let (Some(path), TestReport::Classification { top1, top5, images, seconds }, true) = (&opts.out, &report, main) {
         let doc = serde_json::json!({"top1": top1, "top5": top5, "images": images, "seconds": seconds});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -147,6 +153,15 @@ fn test_detector(cfg: &Config, checkpoint: &Path, opts: &TestOptions) -> Result<
     let start = Instant::now();
     let dets = predict_dataset(detector.model(), &test, data.workers_per_gpu)?;
     let seconds = start.elapsed().as_secs_f64();
+    if !nextdet_dist::world().is_main() {
+        return Ok(TestReport::Detection {
+            images: dets.len(),
+            seconds,
+            stats: Vec::new(),
+            results: Vec::new(),
+            drawn: 0,
+        });
+    }
     let (evaluator, stats) = evaluate_detections(&split.ann_file, &dets, &types)?;
     let results = match &opts.out {
         Some(out) => evaluator.write_results(&out.with_extension(""))?,

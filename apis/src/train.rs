@@ -7,6 +7,12 @@
 //! old run's files are first moved into `previous_runs/<n>/` inside the folder. The run's
 //! merged config is written to `config.yaml` once the run has started (so a failed resume
 //! leaves the folder's `config.yaml` alone).
+//!
+//! Data-parallel training (mmdetection's `tools/dist_train.sh`): every rank of the process's
+//! default group ([`nextdet_dist::world`], set by the launcher) calls [`train`] with the same
+//! config; each trains on its share of the data with `samples_per_gpu` (detection) or
+//! `batch_size` (classification) images per step, so the global batch is that times the world
+//! size. Rank 0 alone checks and writes the work dir.
 
 use crate::config::{initial_weights_path, model_config, work_dir};
 use crate::data::{ClsDataConfig, DetDataConfig};
@@ -91,9 +97,14 @@ pub fn train(cfg: &Config, mut opts: TrainOptions) -> Result<TrainReport> {
         bail!("--load-from and --resume exclude each other: a resumed run continues from its checkpoint's weights");
     }
     let dir = work_dir(cfg, opts.work_dir.as_deref())?;
+    let group = nextdet_dist::world();
     let resume = match &opts.resume {
         Resume::No => {
-            guard_work_dir(&dir, opts.overwrite)?;
+            if group.is_main() {
+                guard_work_dir(&dir, opts.overwrite)?;
+            }
+            // the other ranks start once rank 0 has cleared the folder (or failed)
+            group.barrier()?;
             None
         }
         Resume::Latest => {
@@ -150,13 +161,16 @@ fn fit<T: TrainTask>(
     Ok(TrainReport { work_dir: dir.to_path_buf(), outcome, best: trainer.best_metric().cloned() })
 }
 
-/// Writes the run's merged config to `config.yaml` once the run has started.
+/// Writes the run's merged config to `config.yaml` once the run has started (rank 0).
 struct WriteConfig {
     text: String,
 }
 
 impl Hook for WriteConfig {
     fn before_train(&mut self, state: &mut TrainState) -> Result<(), TrainError> {
+        if !state.group.is_main() {
+            return Ok(());
+        }
         let path = state.work_dir.join("config.yaml");
         std::fs::write(&path, &self.text).map_err(|e| TrainError::Output { path, msg: e.to_string() })
     }

@@ -31,5 +31,6 @@ pub mod draw;
 pub mod loader;
 pub mod mixup;
 pub mod rand_augment;
+pub mod sampler;
 pub mod shapes;
 pub mod transforms;

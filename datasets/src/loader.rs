@@ -15,6 +15,12 @@
 //! multiple of `batch_size`, then the batches are shuffled, so every batch holds one group and no
 //! sample is dropped. Without shuffle (testing): indices in order, the last batch may be shorter.
 //!
+//! Sharding ([`Loader::with_shard`], one rank of a data-parallel run): training batches follow
+//! mmdet's `DistributedGroupSampler` ([`crate::sampler::distributed_group_batches`]) and a
+//! sample's slot is its position among all ranks' samples, so its augmentation does not depend
+//! on which rank loads it; testing gives rank `r` the in-order batches `r, r + world, ...`, so
+//! that every image is predicted in the same batch as in one process.
+//!
 //! Errors: the first failing sample (or collate) ends the epoch: the iterator yields the batches
 //! before it, then that `Err` naming the sample index, then `None`. A panic in `load` or
 //! `collate` is caught and reported the same way. Dropping the iterator mid-epoch stops and joins
@@ -95,6 +101,7 @@ pub enum LoaderError<E> {
 pub struct Loader<B, E> {
     len: usize,
     groups: Option<Vec<u8>>,
+    shard: (usize, usize),
     config: LoaderConfig,
     make_batch: BatchFn<B, E>,
 }
@@ -140,7 +147,22 @@ impl<B: Send + 'static, E: Send + 'static> Loader<B, E> {
                 Err(p) => Err(LoaderError::Panic { what: format!("batch {batch}"), message: panic_text(&p) }),
             }
         });
-        Ok(Self { len, groups: None, config, make_batch })
+        Ok(Self { len, groups: None, shard: (0, 1), config, make_batch })
+    }
+
+    /// Makes this loader rank `rank`'s of `world` (see the module docs). Errors if `rank` is not
+    /// below `world`.
+    pub fn with_shard(mut self, rank: usize, world: usize) -> Result<Self, LoaderError<E>> {
+        if rank >= world {
+            return Err(LoaderError::InvalidConfig(format!("rank {rank} of a world of {world}")));
+        }
+        self.shard = (rank, world);
+        Ok(self)
+    }
+
+    /// `(rank, world)` of a sharded loader, `(0, 1)` otherwise.
+    pub fn shard(&self) -> (usize, usize) {
+        self.shard
     }
 
     /// Groups samples by `flags[i]` (mmdet's aspect-ratio flag: 1 when width > height) so that
@@ -171,37 +193,30 @@ impl<B: Send + 'static, E: Send + 'static> Loader<B, E> {
 
     /// The dataset indices of every batch of `epoch`, in order (the batch sampler).
     pub fn batch_indices(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let bs = self.config.batch_size;
-        if !self.config.shuffle {
-            return (0..self.len).collect::<Vec<_>>().chunks(bs).map(|c| c.to_vec()).collect();
-        }
-        let mut rng = StdRng::seed_from_u64(mix(self.config.seed, epoch, u64::MAX));
-        let mut by_group: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
-        for i in 0..self.len {
-            let g = self.groups.as_ref().map_or(0, |f| f[i]);
-            by_group.entry(g).or_default().push(i);
-        }
-        let mut padded = Vec::new();
-        for (_, mut idx) in by_group {
-            idx.shuffle(&mut rng);
-            let extra = idx.len().div_ceil(bs) * bs - idx.len();
-            for _ in 0..extra {
-                let pick = idx[rng.gen_range(0..idx.len())];
-                idx.push(pick);
-            }
-            padded.extend(idx);
-        }
-        let mut batches: Vec<Vec<usize>> = padded.chunks(bs).map(|c| c.to_vec()).collect();
-        batches.shuffle(&mut rng);
-        batches
+        self.batch_slots(epoch).into_iter().map(|b| b.into_iter().map(|(_, i)| i).collect()).collect()
     }
 
-    /// Iterates over the batches of `epoch` (see the module docs for order, determinism and
-    /// errors).
-    pub fn epoch(&self, epoch: u64) -> EpochIter<B, E> {
+    /// This loader's batches of `epoch` as `(slot, dataset index)` pairs, the slot being the
+    /// position in the epoch's order of all ranks (which seeds the sample's generator).
+    fn batch_slots(&self, epoch: u64) -> Vec<Vec<(usize, usize)>> {
+        let bs = self.config.batch_size;
+        let (rank, world) = self.shard;
+        if !self.config.shuffle {
+            let all: Vec<usize> = (0..self.len).collect();
+            return all
+                .chunks(bs)
+                .enumerate()
+                .filter(|(k, _)| k % world == rank)
+                .map(|(k, c)| c.iter().enumerate().map(|(j, &i)| (k * bs + j, i)).collect())
+                .collect();
+        }
+        let mut rng = StdRng::seed_from_u64(mix(self.config.seed, epoch, u64::MAX));
+        if world > 1 {
+            let flags = self.groups.clone().unwrap_or_else(|| vec![0; self.len]);
+            return crate::sampler::distributed_group_batches(&flags, bs, rank, world, &mut rng);
+        }
         let mut slot = 0;
-        let jobs: Vec<Vec<(usize, usize)>> = self
-            .batch_indices(epoch)
+        self.group_batches(&mut rng)
             .into_iter()
             .map(|b| {
                 b.into_iter()
@@ -211,8 +226,36 @@ impl<B: Send + 'static, E: Send + 'static> Loader<B, E> {
                     })
                     .collect()
             })
-            .collect();
-        EpochIter::start(jobs, Arc::clone(&self.make_batch), &self.config, epoch)
+            .collect()
+    }
+
+    /// mmdet's `GroupSampler` (one process): see the module docs.
+    fn group_batches(&self, rng: &mut StdRng) -> Vec<Vec<usize>> {
+        let bs = self.config.batch_size;
+        let mut by_group: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for i in 0..self.len {
+            let g = self.groups.as_ref().map_or(0, |f| f[i]);
+            by_group.entry(g).or_default().push(i);
+        }
+        let mut padded = Vec::new();
+        for (_, mut idx) in by_group {
+            idx.shuffle(rng);
+            let extra = idx.len().div_ceil(bs) * bs - idx.len();
+            for _ in 0..extra {
+                let pick = idx[rng.gen_range(0..idx.len())];
+                idx.push(pick);
+            }
+            padded.extend(idx);
+        }
+        let mut batches: Vec<Vec<usize>> = padded.chunks(bs).map(|c| c.to_vec()).collect();
+        batches.shuffle(rng);
+        batches
+    }
+
+    /// Iterates over the batches of `epoch` (see the module docs for order, determinism and
+    /// errors).
+    pub fn epoch(&self, epoch: u64) -> EpochIter<B, E> {
+        EpochIter::start(self.batch_slots(epoch), Arc::clone(&self.make_batch), &self.config, epoch)
     }
 }
 

@@ -76,6 +76,9 @@ pub struct RunState {
     pub config: Option<String>,
     /// The best evaluation metric so far.
     pub best_metric: Option<BestMetric>,
+    /// How many ranks trained the run (0 in files written before it was recorded: one); `iter`
+    /// counts this many ranks' batches.
+    pub world_size: usize,
 }
 
 /// The contents of a checkpoint file.
@@ -263,6 +266,11 @@ impl CheckpointDir {
         self.dir.join(format!("epoch_{epoch}.safetensors"))
     }
 
+    /// The path [`Self::save_named`] writes for `name`: `<name>.safetensors`.
+    pub fn named_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.safetensors"))
+    }
+
     /// The `latest.safetensors` path.
     pub fn latest_path(&self) -> PathBuf {
         self.dir.join(LATEST)
@@ -279,7 +287,7 @@ impl CheckpointDir {
     /// Saves `<name>.safetensors` (e.g. `interrupted`) and points `latest` at it.
     pub fn save_named(&self, name: &str, ckpt: &Checkpoint) -> Result<PathBuf, CheckpointError> {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir, "cannot create the checkpoint folder"))?;
-        let path = self.dir.join(format!("{name}.safetensors"));
+        let path = self.named_path(name);
         save(&path, ckpt)?;
         self.link_latest(&path)?;
         Ok(path)

@@ -14,3 +14,7 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod trainer;
+
+/// The collective operations of data-parallel training (`nextdet-dist`): the trainer
+/// synchronizes through [`dist::Collective`], by default the process's [`dist::world`].
+pub use nextdet_dist as dist;

@@ -2,9 +2,13 @@
 //! (and one resumed from an epoch checkpoint) ends with the same weights, EMA and logged losses
 //! as an uninterrupted run; a NaN loss stops the run with an error naming the iteration and the
 //! loss part while the last checkpoint still loads; the log, plot and checkpoint files exist.
+//! Data-parallel bookkeeping without MPI: ranks that hold the same data (a mirrored group)
+//! train as one process, only rank 0 writes, and a mid-epoch checkpoint of another world size
+//! restarts its epoch.
 
 use candle_core::{DType, Device, Tensor};
 use nextdet_engine::checkpoint::{self, CheckpointDir};
+use nextdet_engine::dist::{Collective, DistError, ReduceOp};
 use nextdet_engine::layer_decay::ParamwiseConfig;
 use nextdet_engine::optim::{Optimizer, OptimizerConfig, OptimizerType};
 use nextdet_engine::schedule::{LrSchedule, LrScheduleConfig, WarmupKind};
@@ -15,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const ITERS: usize = 5;
@@ -384,4 +388,124 @@ fn optimizer_over_other_parameters_is_an_error() {
     let mut t = trainer(&other, tmp.path());
     let err = t.fit(&mut task, None).unwrap_err().to_string();
     assert!(err.contains("fc.weight"), "{err}");
+}
+
+/// `world` ranks that all hold this process's data, seen from rank `rank`: a sum over them is
+/// `world` times the value, a mean or maximum the value itself, a broadcast changes nothing.
+struct Mirror {
+    rank: usize,
+    world: usize,
+    calls: AtomicUsize,
+}
+
+impl Mirror {
+    fn new(rank: usize, world: usize) -> Arc<Self> {
+        Arc::new(Self { rank, world, calls: AtomicUsize::new(0) })
+    }
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Collective for Mirror {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.world
+    }
+    fn local_rank(&self) -> usize {
+        self.rank
+    }
+    fn local_size(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_f32(&self, buf: &mut [f32], op: ReduceOp) -> Result<(), DistError> {
+        self.count();
+        if op == ReduceOp::Sum {
+            buf.iter_mut().for_each(|v| *v *= self.world as f32);
+        }
+        Ok(())
+    }
+    fn all_reduce_f64(&self, buf: &mut [f64], op: ReduceOp) -> Result<(), DistError> {
+        self.count();
+        if op == ReduceOp::Sum {
+            buf.iter_mut().for_each(|v| *v *= self.world as f64);
+        }
+        Ok(())
+    }
+    fn broadcast_f32(&self, _buf: &mut [f32], _root: usize) -> Result<(), DistError> {
+        self.count();
+        Ok(())
+    }
+    fn broadcast_bytes(&self, _buf: &mut Vec<u8>, _root: usize) -> Result<(), DistError> {
+        self.count();
+        Ok(())
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>, DistError> {
+        Ok(vec![mine.to_vec(); self.world])
+    }
+    fn barrier(&self) -> Result<(), DistError> {
+        Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+#[test]
+fn mirrored_ranks_train_as_one_process_and_only_rank_0_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b, dir_c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    let mut task = LinReg::new();
+    trainer(&task, &dir_a).fit(&mut task, None).unwrap();
+    let want = values(&task.params);
+
+    let group = Mirror::new(0, 2);
+    let mut task = LinReg::new();
+    let out = trainer(&task, &dir_b).with_group(group.clone()).fit(&mut task, None).unwrap();
+    assert_eq!(out, FitOutcome::Completed { checkpoint: Some(dir_b.join("epoch_3.safetensors")) });
+    assert_eq!(values(&task.params), want, "averaging identical gradients changes nothing");
+    assert!(group.calls.load(Ordering::SeqCst) > 3 * ITERS, "the distributed hook synchronized every step");
+    assert_eq!(logged_losses(&dir_a), logged_losses(&dir_b));
+    let run = checkpoint::load(&dir_b.join("latest.safetensors"), &Device::Cpu).unwrap().run.unwrap();
+    assert_eq!(run.world_size, 2);
+
+    // rank 1 trains the same but writes nothing
+    let mut task = LinReg::new();
+    let out = trainer(&task, &dir_c).with_group(Mirror::new(1, 2)).fit(&mut task, None).unwrap();
+    assert_eq!(out, FitOutcome::Completed { checkpoint: Some(dir_c.join("epoch_3.safetensors")) });
+    assert_eq!(values(&task.params), want);
+    let written: Vec<_> = std::fs::read_dir(&dir_c).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(written.is_empty(), "rank 1 wrote {written:?}");
+}
+
+#[test]
+fn a_mid_epoch_checkpoint_of_another_world_size_restarts_its_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut task = LinReg::new();
+    trainer(&task, &dir_a).with_group(Mirror::new(0, 2)).fit(&mut task, None).unwrap();
+    let want = values(&task.params);
+
+    // an epoch checkpoint of 2 ranks resumes exactly in one process
+    let mut task = LinReg::new();
+    trainer(&task, &tmp.path().join("c")).fit(&mut task, Some(&dir_a.join("epoch_2.safetensors"))).unwrap();
+    assert_eq!(values(&task.params), want);
+
+    // stopped in the middle of epoch 2 on 2 ranks, resumed by one process: epoch 2 again from
+    // its first iteration (the log lines past the epoch's start are dropped and written again)
+    let mut task = LinReg::new();
+    let mut first = trainer(&task, &dir_b).with_group(Mirror::new(0, 2));
+    task.stop_at = Some(((1, 1), first.interrupt_flag()));
+    let FitOutcome::Interrupted { checkpoint } = first.fit(&mut task, None).unwrap() else { panic!("not interrupted") };
+    let run = checkpoint::load(&checkpoint, &Device::Cpu).unwrap().run.unwrap();
+    assert_eq!((run.epoch, run.iter, run.global_iter, run.world_size), (1, 2, 7, 2));
+    let mut task = LinReg::new();
+    trainer(&task, &dir_b).fit(&mut task, Some(&checkpoint)).unwrap();
+    let iters: Vec<u64> = logged_losses(&dir_b).iter().map(|(g, _)| *g).collect();
+    assert_eq!(iters, logged_losses(&dir_a).iter().map(|(g, _)| *g).collect::<Vec<_>>());
+    let run = checkpoint::load(&dir_b.join("latest.safetensors"), &Device::Cpu).unwrap().run.unwrap();
+    assert_eq!((run.epoch, run.global_iter, run.world_size), (EPOCHS, (EPOCHS * ITERS) as u64, 1));
+    assert_ne!(values(&task.params), want, "epoch 2's first steps ran twice");
 }

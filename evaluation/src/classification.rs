@@ -19,6 +19,17 @@ pub struct TopKAccuracy {
 }
 
 impl TopKAccuracy {
+    /// An accuracy from its counts: samples seen, top-1 hits, top-5 hits (e.g. summed over the
+    /// ranks of a distributed evaluation).
+    pub fn from_counts(seen: usize, top1: usize, top5: usize) -> Self {
+        Self { seen, top1, top5 }
+    }
+
+    /// `[seen, top-1 hits, top-5 hits]`.
+    pub fn counts(&self) -> [usize; 3] {
+        [self.seen, self.top1, self.top5]
+    }
+
     /// Adds one sample: its logits (or probabilities) and its true label.
     pub fn update(&mut self, scores: &[f32], label: usize) {
         let top = top_k_indices(scores, 5);

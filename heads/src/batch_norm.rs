@@ -1,13 +1,15 @@
 //! Batch normalization with PyTorch's parameters and buffers (`weight`, `bias`, `running_mean`,
-//! `running_var`, `num_batches_tracked`), as the Cascade box heads' `SyncBN` needs it (on one
-//! device `SyncBN` is plain `BatchNorm`).
+//! `running_var`, `num_batches_tracked`), as the Cascade box heads' `SyncBN` needs it: a synced
+//! layer ([`BatchNorm::synced`]) takes its training statistics over every rank of the default
+//! process group (`nextdet_dist::world`), torch's `SyncBatchNorm`; in one process it is plain
+//! `BatchNorm`.
 //!
 //! Training mode normalizes with the batch's own statistics (biased variance), differentiably,
 //! and moves the running statistics towards them with momentum 0.1 (the running variance takes
 //! the unbiased variance, as PyTorch does). Evaluation mode uses the running statistics.
 
 use candle_core::{bail, DType, Result, Tensor};
-use nextdet_ops::{batch_norm_train, Init, Scope};
+use nextdet_ops::{batch_norm_train, sync_batch_norm_train, Init, Scope};
 
 /// `nn.BatchNorm1d` (`[N, C]`) and `nn.BatchNorm2d` (`[N, C, H, W]`) in one type: the
 /// statistics are per channel (dimension 1) over every other dimension.
@@ -21,6 +23,7 @@ pub struct BatchNorm {
     pub eps: f64,
     /// Weight of the new batch in the running statistics (PyTorch: 0.1).
     pub momentum: f64,
+    sync: bool,
 }
 
 /// `nn.BatchNorm2d`: statistics over `N, H, W` of `[N, C, H, W]`.
@@ -40,7 +43,19 @@ impl BatchNorm {
             num_batches_tracked: scope.buffer("num_batches_tracked", (), Init::Const(0.0))?,
             eps: 1e-5,
             momentum: 0.1,
+            sync: false,
         })
+    }
+
+    /// With `sync`, training takes the statistics of every rank's batch (`SyncBatchNorm`).
+    pub fn synced(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Whether training statistics are synchronized over the ranks.
+    pub fn is_synced(&self) -> bool {
+        self.sync
     }
 
     /// Number of channels.
@@ -73,7 +88,11 @@ impl BatchNorm {
             dims => bail!("batch norm over {c} channels: expected [N, {c}] or [N, {c}, H, W], got {dims:?}"),
         };
         if train {
-            let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let (y, stats) = if self.sync {
+                sync_batch_norm_train(x, &self.weight, &self.bias, self.eps, &nextdet_dist::world())?
+            } else {
+                batch_norm_train(x, &self.weight, &self.bias, self.eps)?
+            };
             self.update_running(&stats.mean, &stats.var, stats.count)?;
             return Ok(y);
         }

@@ -193,7 +193,7 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     let (feats, props, targets) = standard_inputs(&t, &img_sizes);
     // All candidates are kept (sampler num 512), so the sampling is deterministic.
     let mut rng = StdRng::seed_from_u64(0);
-    let losses = head.forward_train(&feats, &props, &targets, &mut rng).unwrap();
+    let losses = head.forward_train(&feats, &props, &targets, &mut rngs(targets.len(), 0)).unwrap();
     for name in ["loss_cls", "loss_bbox", "loss_mask", "acc"] {
         scalar_close(loss_value(&losses, name), f32s(get(&t, name))[0], 1e-4, name);
     }
@@ -210,10 +210,10 @@ fn standard_roi_head_losses_and_mask_logits_match_mmdet() {
     // An image without ground truth (all its RoIs negative) and a batch without positives.
     let mut no_gt = targets.clone();
     no_gt[1] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[1].clone() };
-    let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
+    let l = head.forward_train(&feats, &props, &no_gt, &mut rngs(no_gt.len(), 0)).unwrap();
     assert!(l.items().iter().all(|i| i.value.to_scalar::<f32>().unwrap().is_finite()));
     no_gt[0] = ImageTargets { boxes: vec![], labels: vec![], ..no_gt[0].clone() };
-    let l = head.forward_train(&feats, &props, &no_gt, &mut rng).unwrap();
+    let l = head.forward_train(&feats, &props, &no_gt, &mut rngs(no_gt.len(), 0)).unwrap();
     assert_eq!(loss_value(&l, "loss_bbox"), 0.0);
     assert_eq!(loss_value(&l, "loss_mask"), 0.0);
     // Mask logits of the first positives and the mask targets, from the same sampling.
@@ -327,8 +327,7 @@ fn cascade_training_losses_refinement_and_bn_statistics_match_mmdet() {
     load_exact(&store, &t);
     let img_sizes: Vec<Vec<usize>> = serde_json::from_value(case["img_sizes"].clone()).unwrap();
     let (feats, props, targets) = standard_inputs(&inputs, &img_sizes);
-    let mut rng = StdRng::seed_from_u64(0);
-    let losses = head.forward_train(&feats, &props, &targets, &mut rng).unwrap();
+    let losses = head.forward_train(&feats, &props, &targets, &mut rngs(targets.len(), 0)).unwrap();
     let expected = get(&t, "stage_losses").to_vec2::<f32>().unwrap();
     for (s, row) in expected.iter().enumerate() {
         for (j, name) in ["loss_cls", "acc", "loss_bbox", "loss_mask"].iter().enumerate() {
@@ -360,4 +359,9 @@ fn configs_are_checked() {
     let cfg: BBoxHeadConfig = serde_json::from_value(case["bbox_head"]["bbox_head"].clone()).unwrap();
     let err = BBoxHead::new(&cfg, 8, &store.root()).err().expect("in_channels mismatch").to_string();
     assert!(err.contains("in_channels"), "{err}");
+}
+
+/// One generator per image, seeded `seed, seed + 1, ...`.
+fn rngs(n: usize, seed: u64) -> Vec<StdRng> {
+    (0..n as u64).map(|i| StdRng::seed_from_u64(seed + i)).collect()
 }

@@ -148,8 +148,8 @@ fn losses_and_gradients_match_mmdet() {
     for (name, loss_bbox, border) in settings {
         let (store, head) = build(&config(loss_bbox, border), &fx);
         let out = head.forward(&feats(&fx)).unwrap();
-        let mut rng = StdRng::seed_from_u64(0);
-        let losses = head.loss(&out, &targets(&fx), &mut rng).unwrap();
+        let t = targets(&fx);
+        let losses = head.loss(&out, &t, &mut rngs(t.len(), 0)).unwrap();
         let names: Vec<&str> = losses.items().iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["loss_rpn_cls", "loss_rpn_bbox"]);
         for key in ["cls", "bbox"] {
@@ -178,8 +178,8 @@ fn batch_pad_size_marks_more_anchors_valid() {
     let fx = fixture();
     let (_, head) = build(&config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1), &fx);
     let out = head.forward(&feats(&fx)).unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
-    let l = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut rng).unwrap();
+    let t = targets_padded(&fx, (64, 96));
+    let l = head.loss(&out, &t, &mut rngs(t.len(), 0)).unwrap();
     let got = value(&l, "loss_rpn_cls");
     let want = fx["loss_m_cls"].to_vec1::<f32>().unwrap()[0];
     assert!((got - want).abs() > 1e-4, "{got} {want}");
@@ -192,8 +192,9 @@ fn random_sampling_keeps_the_configured_sizes() {
     cfg.train.sampler.num = 64;
     let (_, head) = build(&cfg, &fx);
     let out = head.forward(&feats(&fx)).unwrap();
-    let l1 = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut StdRng::seed_from_u64(1)).unwrap();
-    let l2 = head.loss(&out, &targets_padded(&fx, (64, 96)), &mut StdRng::seed_from_u64(2)).unwrap();
+    let t = targets_padded(&fx, (64, 96));
+    let l1 = head.loss(&out, &t, &mut rngs(t.len(), 1)).unwrap();
+    let l2 = head.loss(&out, &t, &mut rngs(t.len(), 11)).unwrap();
     let v = |l: &Losses| value(l, "loss_rpn_cls");
     assert!(v(&l1).is_finite() && v(&l2).is_finite());
     assert_ne!(v(&l1), v(&l2));
@@ -206,8 +207,8 @@ fn mismatched_outputs_are_errors() {
     assert!(head.forward(&feats(&fx)[..4]).is_err());
     let out = head.forward(&feats(&fx)).unwrap();
     assert!(head.proposals(&out, &metas(&[(60, 90)]), &proposal_cfg(10, 10, 0.7, 0.0)).is_err());
-    let mut rng = StdRng::seed_from_u64(0);
-    assert!(head.loss(&out, &targets(&fx)[..1], &mut rng).is_err());
+    assert!(head.loss(&out, &targets(&fx)[..1], &mut rngs(1, 0)).is_err());
+    assert!(head.loss(&out, &targets(&fx), &mut rngs(1, 0)).is_err(), "one generator for two images");
     let bad = RpnHeadConfig {
         loss_bbox: RegLossConfig::GIoULoss { loss_weight: 1.0 },
         ..config(RegLossConfig::L1Loss { loss_weight: 1.0 }, -1)
@@ -255,8 +256,7 @@ fn images_without_gts_or_inside_anchors_give_finite_losses() {
     // Image 1 is smaller than every anchor: with allowed_border 0 none of its anchors is inside.
     t[1].meta.img_size = (10, 10);
     t[1].meta.pad_size = (32, 32);
-    let mut rng = StdRng::seed_from_u64(0);
-    let l = head.loss(&out, &t, &mut rng).unwrap();
+    let l = head.loss(&out, &t, &mut rngs(t.len(), 0)).unwrap();
     let cls = value(&l, "loss_rpn_cls");
     let bbox = value(&l, "loss_rpn_bbox");
     assert!(cls.is_finite() && cls > 0.0, "{cls}");
@@ -270,4 +270,9 @@ fn images_without_gts_or_inside_anchors_give_finite_losses() {
             assert_eq!(s, 0.0, "{name}");
         }
     }
+}
+
+/// One generator per image, seeded `seed, seed + 1, ...`.
+fn rngs(n: usize, seed: u64) -> Vec<StdRng> {
+    (0..n as u64).map(|i| StdRng::seed_from_u64(seed + i)).collect()
 }

@@ -101,14 +101,16 @@ impl TwoStageDetector {
     }
 
     /// The losses of one training step on `images: [N, 3, H, W]` (normalized, padded to the
-    /// batch's size); `targets[i].meta` carries image `i`'s own sizes.
-    pub fn forward_train(&self, images: &Tensor, targets: &[ImageTargets], rng: &mut StdRng) -> Result<Losses> {
+    /// batch's size); `targets[i].meta` carries image `i`'s own sizes and `rngs[i]` draws image
+    /// `i`'s anchor and RoI samples (one generator per image, so that an image's sampling does
+    /// not depend on its batch or rank).
+    pub fn forward_train(&self, images: &Tensor, targets: &[ImageTargets], rngs: &mut [StdRng]) -> Result<Losses> {
         let feats = self.features(images, true)?;
         let rpn_out = self.rpn.forward(&feats)?;
-        let mut losses = self.rpn.loss(&rpn_out, targets, rng)?;
+        let mut losses = self.rpn.loss(&rpn_out, targets, rngs)?;
         let metas: Vec<ImageMeta> = targets.iter().map(|t| t.meta.clone()).collect();
         let proposals = self.rpn.proposals(&rpn_out, &metas, &self.rpn.config().train_proposals)?;
-        losses.extend(self.roi.forward_train(&feats, &proposals, targets, rng)?);
+        losses.extend(self.roi.forward_train(&feats, &proposals, targets, rngs)?);
         Ok(losses)
     }
 

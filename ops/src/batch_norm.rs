@@ -9,6 +9,7 @@
 
 use crate::cpu::as_f32;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use nextdet_dist::{Collective, ReduceOp};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
     let packed = x.apply_op1_no_bwd(&ChannelStats { geom })?.to_vec1::<f32>()?;
     let (mean, var) = (packed[..c].to_vec(), packed[c..].to_vec());
     let inv_std: Vec<f32> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt() as f32).collect();
-    let op = BatchNormTrain { geom, mean: Arc::new(mean.clone()), inv_std: Arc::new(inv_std) };
+    let op = BatchNormTrain { geom, mean: Arc::new(mean.clone()), inv_std: Arc::new(inv_std), count, group: None };
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     let stats =
         BatchStats { mean: Tensor::from_vec(mean, c, x.device())?, var: Tensor::from_vec(var, c, x.device())?, count };
@@ -55,15 +56,15 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
 
 /// `[N, C, S]` with `S` the spatial positions (1 for `[N, C]`).
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    spatial: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) spatial: usize,
 }
 
 impl Geom {
     /// The contiguous runs of channel `ch`: one of `spatial` values per sample.
-    fn runs<'a>(&self, data: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+    pub(crate) fn runs<'a>(&self, data: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
         let (c, s) = (self.c, self.spatial);
         (0..self.n).map(move |i| &data[(i * c + ch) * s..(i * c + ch + 1) * s])
     }
@@ -98,12 +99,16 @@ impl candle_core::CustomOp1 for ChannelStats {
     }
 }
 
-/// Forward op: `(x, weight, bias) -> y`, the statistics fixed at construction.
+/// Forward op: `(x, weight, bias) -> y`, the statistics fixed at construction. With a `group`
+/// (`SyncBN`), the statistics are the whole group's, `count` is the group's values per channel,
+/// and the backward all-reduces its two per-channel sums (see [`BatchNormTrainGrad`]).
 #[derive(Clone)]
-struct BatchNormTrain {
-    geom: Geom,
-    mean: Arc<Vec<f32>>,
-    inv_std: Arc<Vec<f32>>,
+pub(crate) struct BatchNormTrain {
+    pub(crate) geom: Geom,
+    pub(crate) mean: Arc<Vec<f32>>,
+    pub(crate) inv_std: Arc<Vec<f32>>,
+    pub(crate) count: usize,
+    pub(crate) group: Option<Arc<dyn Collective>>,
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -157,6 +162,11 @@ impl CustomOp3 for BatchNormTrain {
 /// Backward op: `(x, weight, dy) -> [dx, dweight, dbias]` packed flat. With `x̂` the
 /// normalized input and `M` the count per channel: `dbias = Σ dy`, `dweight = Σ dy x̂`,
 /// `dx = weight / σ · (dy - dbias / M - x̂ · dweight / M)`; the forward op's statistics.
+///
+/// `SyncBN` (torch `nn/modules/_functions.py`, `SyncBatchNorm.backward`): the two sums in `dx`
+/// are all-reduced over the group and `M` is the group's count, while `dweight` and `dbias` stay
+/// this rank's own sums (the data-parallel gradient average combines them, as for every other
+/// parameter).
 struct BatchNormTrainGrad(BatchNormTrain);
 
 impl CustomOp3 for BatchNormTrainGrad {
@@ -178,8 +188,8 @@ impl CustomOp3 for BatchNormTrainGrad {
         let gy = as_f32(self.name(), s3, l3)?;
         let g = self.0.geom;
         let (c, s) = (g.c, g.spatial);
-        let count = (g.n * s) as f64;
-        let sums: Vec<(f32, f32)> = (0..c)
+        let count = self.0.count as f64;
+        let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let (m, inv) = (self.0.mean[ch], self.0.inv_std[ch]);
@@ -193,16 +203,26 @@ impl CustomOp3 for BatchNormTrainGrad {
                     sdy += a as f64;
                     sdyx += b as f64 * inv as f64;
                 }
-                (sdy as f32, sdyx as f32)
+                (sdy, sdyx)
             })
             .collect();
         let len = x.len();
         let mut packed = vec![0f32; len + 2 * c];
         let (dx, rest) = packed.split_at_mut(len);
         for (ch, &(sdy, sdyx)) in sums.iter().enumerate() {
-            rest[ch] = sdyx;
-            rest[c + ch] = sdy;
+            rest[ch] = sdyx as f32;
+            rest[c + ch] = sdy as f32;
         }
+        let sums: Vec<(f32, f32)> = match &self.0.group {
+            None => sums.iter().map(|&(a, b)| (a as f32, b as f32)).collect(),
+            Some(group) => {
+                let mut flat: Vec<f64> = sums.iter().flat_map(|&(a, b)| [a, b]).collect();
+                group
+                    .all_reduce_f64(&mut flat, ReduceOp::Sum)
+                    .map_err(|e| candle_core::Error::Msg(format!("SyncBN backward: {e}")))?;
+                flat.chunks(2).map(|p| (p[0] as f32, p[1] as f32)).collect()
+            }
+        };
         let coef: Vec<(f32, f32, f32)> = (0..c)
             .map(|ch| {
                 let inv = self.0.inv_std[ch];

@@ -24,6 +24,7 @@ pub mod linear;
 pub mod losses;
 pub mod params;
 pub mod residual;
+pub mod sync_batch_norm;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
 pub use bias_relu::{bias_add, relu};
@@ -35,6 +36,7 @@ pub use linear::{linear_no_bias, linear_packed};
 pub use losses::{LossItem, LossKind, Losses};
 pub use params::{weights_changed, weights_generation, Init, LoadReport, ParamStore, Scope};
 pub use residual::{layer_scale_drop_path_residual, layer_scale_residual};
+pub use sync_batch_norm::sync_batch_norm_train;
 pub mod mask_paste;
 pub mod resample;
 pub mod roi_align;

@@ -2,6 +2,8 @@
 //! repository root and reading what it wrote. Each test file is its own crate and uses a part.
 #![allow(dead_code)]
 
+pub mod mpi;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -5,6 +5,7 @@
 
 mod coco_eval;
 mod convert;
+mod launch;
 mod logging;
 mod make_shapes;
 mod print;
@@ -24,7 +25,8 @@ const EXIT_INTERRUPTED: i32 = 130;
 #[derive(Parser)]
 #[command(name = "nextdet", version, about)]
 struct Cli {
-    /// Worker threads for the CPU kernels (default: all cores).
+    /// Worker threads for the CPU kernels (default: all cores; in a data-parallel run, the cores
+    /// divided among the machine's ranks).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Only errors and warnings on stderr.
@@ -92,6 +94,10 @@ enum Command {
         show_score_thr: f32,
         #[arg(long)]
         json: bool,
+        /// `mpi`: one rank of an MPI job (`tools/dist_test.sh`); default: MPI when the
+        /// environment announces several ranks, else one process.
+        #[arg(long, value_enum)]
+        launcher: Option<launch::LauncherArg>,
         #[command(flatten)]
         o: Overrides,
     },
@@ -155,6 +161,10 @@ enum Command {
         /// `<work dir>/previous_runs/<n>/` first.
         #[arg(long)]
         overwrite: bool,
+        /// `mpi`: one rank of an MPI job (`tools/dist_train.sh`); default: MPI when the
+        /// environment announces several ranks, else one process.
+        #[arg(long, value_enum)]
+        launcher: Option<launch::LauncherArg>,
         #[command(flatten)]
         o: Overrides,
     },
@@ -249,12 +259,12 @@ fn keep_freed_memory() {
 /// Sizes the thread pool once, from `--threads`, `RAYON_NUM_THREADS` or the core count, and
 /// records the size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
 /// multiply, and without the variable std re-reads the cgroup files each time.
-fn configure_threads(requested: Option<usize>) -> Result<()> {
+fn configure_threads(requested: Option<usize>, local_size: usize) -> Result<()> {
     if requested == Some(0) {
         anyhow::bail!("--threads must be at least 1");
     }
     let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
-    let n = match requested.or(from_env) {
+    let n = match requested.or(from_env).or_else(|| launch::default_threads(local_size)) {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -291,17 +301,32 @@ fn error_report(e: &anyhow::Error) -> String {
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
-    logging::init(cli.quiet, cli.verbose);
-    if let Err(e) = configure_threads(cli.threads) {
-        eprintln!("error: {}", error_report(&e));
-        std::process::exit(2);
+    // train and test run on every rank of an MPI job; the other commands in one process
+    let launcher = match &cli.command {
+        Command::Train { launcher, .. } | Command::Test { launcher, .. } => Some(launcher.map(Into::into)),
+        _ => None,
+    };
+    let guard = match launcher.map(nextdet_dist::init) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        Some(Ok(guard)) => Some(guard),
+        None => None,
+    };
+    let group = nextdet_dist::world();
+    launch::abort_on_panic(group.clone());
+    // the other ranks of a data-parallel run show only warnings and errors
+    logging::init(cli.quiet || !group.is_main(), cli.verbose);
+    if let Err(e) = configure_threads(cli.threads, group.local_size()) {
+        launch::fail(&*group, &error_report(&e), 2);
     }
     match run(cli.command, cli.precision) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {}", error_report(&e));
-            std::process::exit(1);
+        Ok(code) => {
+            drop(guard);
+            std::process::exit(code)
         }
+        Err(e) => launch::fail(&*group, &error_report(&e), 1),
     }
 }
 
@@ -331,10 +356,12 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
                 println!("{}", serde_json::Value::Array(all));
             }
         }
-        Command::Test { config, checkpoint, eval, out, show_dir, show_score_thr, json, o } => {
+        Command::Test { config, checkpoint, eval, out, show_dir, show_score_thr, json, launcher: _, o } => {
             let opts = TestOptions { eval, out, show_dir, show_score_thr };
             let report = nextdet_apis::test(&load(&config, &o)?, &checkpoint, &opts)?;
-            print::test_report(&report, &config, &checkpoint, json);
+            if nextdet_dist::world().is_main() {
+                print::test_report(&report, &config, &checkpoint, json);
+            }
         }
         Command::Benchmark { config, checkpoint, mode, batch, shape, iters, warmup, json, o } => {
             let mode = match mode {
@@ -357,14 +384,23 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
             let report = nextdet_apis::analyze(&load(&config, &o)?, &AnalyzeOptions { shape, counter })?;
             print::analyze(&report, &config, depth, json)?;
         }
-        Command::Train { config, work_dir, resume, load_from, seed, overwrite, o } => {
+        Command::Train { config, work_dir, resume, load_from, seed, overwrite, launcher: _, o } => {
             let resume = match resume {
                 None => Resume::No,
                 Some(None) => Resume::Latest,
                 Some(Some(path)) => Resume::From(path),
             };
-            let opts = TrainOptions { work_dir, resume, load_from, seed, overwrite, hooks: Vec::new() };
+            let mut opts = TrainOptions { work_dir, resume, load_from, seed, overwrite, hooks: Vec::new() };
+            if let Some(fault) = launch::FaultHook::from_env()? {
+                opts.hooks.push(Box::new(fault));
+            }
             let report = nextdet_apis::train(&load(&config, &o)?, opts)?;
+            if !nextdet_dist::world().is_main() {
+                return Ok(match report.outcome {
+                    FitOutcome::Interrupted { .. } => EXIT_INTERRUPTED,
+                    FitOutcome::Completed { .. } => 0,
+                });
+            }
             if let Some(best) = &report.best {
                 eprintln!("best {}: {:.4} (epoch {})", best.name, best.value, best.epoch);
             }

@@ -9,11 +9,20 @@
 //! epochs it measures top-1 / top-5 on `data.test` with the evaluation transform.
 //!
 //! All randomness comes from [`iteration_seed`]: the epoch's order from `(seed, epoch)`, each
-//! image's augmentation and the batch's mixing from `(seed, epoch, iter)`, so a resumed run sees
-//! the same batches. Stochastic depth draws from the model's own generator, which a checkpoint
-//! does not store. Evaluation uses the live weights (the trainer evaluates the EMA itself).
+//! image's augmentation from `(seed, epoch, dataset index)` and the batch's mixing from `(seed,
+//! epoch, global batch index)`, so a resumed run sees the same batches. Stochastic depth draws
+//! from the model's own generator, which a checkpoint does not store. Evaluation uses the live
+//! weights (the trainer evaluates the EMA itself).
+//!
+//! On the ranks of a data-parallel run (the process's default group, [`nextdet_dist::world`]),
+//! rank `r` takes its share of the epoch's order as torch's `DistributedSampler` deals it (every
+//! `world`-th image from position `r`, ConvNeXt's `main.py`), `batch_size` images per rank and
+//! step; the images of step `i` on all ranks together are those of step `i` of one process with
+//! `world * batch_size` images per batch, each with the same augmentation, so without Mixup,
+//! CutMix or stochastic depth the averaged gradient is that process's. Evaluation splits the test
+//! folder's batches over the ranks and sums the counts.
 
-use crate::classifier::evaluate_topk;
+use crate::classifier::evaluate_topk_on;
 use crate::data::classification::{
     load_parallel, open_folder, stack, ClsDataConfig, ClsTestSplit, ClsTrainSplit, TestFolder,
 };
@@ -21,7 +30,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use nextdet_datasets::cls_augment::ClsTrainTransform;
 use nextdet_datasets::mixup::{smooth_one_hot, Mixup, MixupConfig};
+use nextdet_datasets::sampler::distributed_shard;
 use nextdet_datasets::{load_rgb8, ImageFolder};
+use nextdet_dist::Collective;
 use nextdet_engine::trainer::{iteration_seed, Metrics, TrainTask};
 use nextdet_heads::classifier::soft_target_cross_entropy;
 use nextdet_heads::losses::cross_entropy;
@@ -31,6 +42,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How the targets of a batch are made.
 enum TargetMode {
@@ -71,9 +83,10 @@ pub struct ClsTask {
     num_classes: usize,
     seed: u64,
     pool: Option<rayon::ThreadPool>,
-    /// The shuffled order of one epoch, kept while that epoch runs.
+    /// This rank's share of the shuffled order of one epoch, kept while that epoch runs.
     order: Option<(usize, Vec<usize>)>,
     test: Option<EvalSet>,
+    group: Arc<dyn Collective>,
 }
 
 /// A classification data section checked before the model is built: every value, both
@@ -143,16 +156,26 @@ impl ClsSetup {
 
     /// The training task for `net` with the run's `seed`.
     pub fn into_task(self, net: ImageClassifier, seed: u64) -> Result<ClsTask> {
+        let group = nextdet_dist::world();
         let pool = match self.workers {
             0 => None,
             n => Some(rayon::ThreadPoolBuilder::new().num_threads(n).build().context("data.train.workers")?),
         };
+        let per_rank = self.folder.len().div_ceil(group.world_size());
+        if per_rank < self.batch_size {
+            bail!(
+                "data.train.batch_size: {} per rank is larger than the {per_rank} images each of {} ranks gets",
+                self.batch_size,
+                group.world_size()
+            );
+        }
         tracing::info!(
-            "training on {} images of {} classes ({} per batch, {} batches per epoch){}",
+            "training on {} images of {} classes ({} per batch{}, {} batches per epoch){}",
             self.folder.len(),
             net.num_classes(),
             self.batch_size,
-            self.folder.len() / self.batch_size,
+            if group.is_distributed() { format!(" on each of {} ranks", group.world_size()) } else { String::new() },
+            per_rank / self.batch_size,
             self.test.as_ref().map_or(String::new(), |t| format!("; evaluating on {} images", t.folder.len()))
         );
         Ok(ClsTask {
@@ -166,28 +189,36 @@ impl ClsSetup {
             pool,
             order: None,
             test: self.test,
+            group,
         })
     }
 }
 
 impl ClsTask {
-    /// The shuffled sample order of `epoch`.
+    /// This rank's share of the shuffled sample order of `epoch` (the whole order in one
+    /// process).
     fn order(&mut self, epoch: usize) -> &[usize] {
         let stale = !matches!(&self.order, Some((e, _)) if *e == epoch);
         if stale {
             let mut order: Vec<usize> = (0..self.samples.len()).collect();
             order.shuffle(&mut StdRng::seed_from_u64(iteration_seed(self.seed, epoch, usize::MAX)));
-            self.order = Some((epoch, order));
+            let shard = distributed_shard(&order, self.group.rank(), self.group.world_size());
+            self.order = Some((epoch, shard));
         }
         self.order.as_ref().map_or(&[], |(_, o)| o.as_slice())
     }
+}
+
+/// The seed of dataset image `index`'s augmentation in `epoch`.
+fn augment_seed(seed: u64, epoch: usize, index: usize) -> u64 {
+    iteration_seed(iteration_seed(seed, epoch, usize::MAX - 1), 1, index)
 }
 
 impl TrainTask for ClsTask {
     type Batch = ClsBatch;
 
     fn iters_per_epoch(&self) -> usize {
-        self.samples.len() / self.batch_size
+        self.samples.len().div_ceil(self.group.world_size()) / self.batch_size
     }
 
     fn batch(&mut self, epoch: usize, iter: usize) -> Result<ClsBatch> {
@@ -195,11 +226,12 @@ impl TrainTask for ClsTask {
         let picked: Vec<usize> = self.order(epoch)[iter * bs..(iter + 1) * bs].to_vec();
         let paths: Vec<&Path> = picked.iter().map(|&i| self.samples[i].0.as_path()).collect();
         let labels: Vec<usize> = picked.iter().map(|&i| self.samples[i].1).collect();
-        let batch_seed = iteration_seed(self.seed, epoch, iter);
-        let transform = &self.transform;
+        // the mixing of a batch: one draw per rank's batch, the one-process draw with one rank
+        let batch_seed = iteration_seed(self.seed, epoch, iter * self.group.world_size() + self.group.rank());
+        let (seed, transform) = (self.seed, &self.transform);
         let buffers = load_parallel(self.pool.as_ref(), &paths, |j, path| {
             let img = load_rgb8(path)?;
-            let mut rng = StdRng::seed_from_u64(iteration_seed(batch_seed, 1, j));
+            let mut rng = StdRng::seed_from_u64(augment_seed(seed, epoch, picked[j]));
             transform.apply(&img, &mut rng).with_context(|| format!("{}: training transform", path.display()))
         })?;
         let [c, h, w] = transform.output_shape();
@@ -239,14 +271,18 @@ impl TrainTask for ClsTask {
 
     fn evaluate(&mut self, epoch: usize) -> Result<Metrics> {
         let Some(test) = &self.test else { return Ok(Vec::new()) };
-        let acc = evaluate_topk(
+        let acc = evaluate_topk_on(
             &self.net,
             &test.folder,
             &test.split.transform,
             test.split.batch_size,
             self.pool.as_ref(),
             false,
+            &*self.group,
         )?;
+        if !self.group.is_main() {
+            return Ok(Vec::new());
+        }
         eprintln!("epoch {epoch}: top-1 {:.2}%  top-5 {:.2}%  on {} images", acc.top1(), acc.top5(), acc.seen());
         Ok(vec![("top1".into(), acc.top1()), ("top5".into(), acc.top5())])
     }

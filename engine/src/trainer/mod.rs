@@ -8,6 +8,12 @@
 //! evaluation, the stop on a non-finite loss, Ctrl-C) is a [`Hook`] called at fixed points of
 //! the loop, as detectron2's `HookBase`; a library user adds one with [`Trainer::with_hook`].
 //!
+//! Data-parallel training: the trainer runs on every rank of its process group (by default
+//! [`nextdet_dist::world`]); with more than one rank a [`hooks::DistributedHook`] broadcasts rank
+//! 0's weights at the start, averages the logged values and the gradients over the ranks every
+//! step, and only rank 0 writes logs and checkpoints (mmcv's `DistSamplerSeedHook`-free design:
+//! the task shards its own data).
+//!
 //! Exact resume: the loop keeps no random state of its own. A task that needs randomness derives
 //! it from [`iteration_seed`]`(seed, epoch, iter)`, so a resumed run sees the same batches as an
 //! uninterrupted one, and weights, optimizer state and EMA come back from the checkpoint.
@@ -26,6 +32,7 @@ use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
+use nextdet_dist::Collective;
 use nextdet_ops::params::ParamStore;
 use nextdet_ops::Losses;
 use std::path::{Path, PathBuf};
@@ -109,6 +116,9 @@ pub enum TrainError {
     /// A bad setting.
     #[error("trainer config: {0}")]
     Config(String),
+    /// A collective operation between the ranks failed.
+    #[error("data-parallel: {0}")]
+    Dist(#[from] nextdet_dist::DistError),
 }
 
 /// How a run ended without error.
@@ -149,6 +159,7 @@ pub struct Trainer {
     interrupt: Arc<AtomicBool>,
     extra_hooks: Vec<Box<dyn Hook>>,
     state: Option<TrainState>,
+    group: Option<Arc<dyn Collective>>,
 }
 
 impl Trainer {
@@ -164,7 +175,15 @@ impl Trainer {
             interrupt: Arc::new(AtomicBool::new(false)),
             extra_hooks: Vec::new(),
             state: None,
+            group: None,
         }
+    }
+
+    /// Trains on the ranks of `group` instead of the process's default group
+    /// ([`nextdet_dist::world`]).
+    pub fn with_group(mut self, group: Arc<dyn Collective>) -> Self {
+        self.group = Some(group);
+        self
     }
 
     /// Stores the merged config text in every checkpoint's run state.
@@ -219,9 +238,18 @@ impl Trainer {
         check_optimizer_params(&optimizer, &params)?;
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| TrainError::Output { path: self.work_dir.clone(), msg: e.to_string() })?;
-        let mut state =
-            TrainState::new(self.cfg.clone(), &self.work_dir, params, optimizer, iters, self.config_text.clone())?;
-        let mut hooks = hooks::default_hooks(&self.cfg, schedule, self.interrupt.clone());
+        let group = self.group.clone().unwrap_or_else(nextdet_dist::world);
+        let mut state = TrainState::new(
+            self.cfg.clone(),
+            &self.work_dir,
+            params,
+            optimizer,
+            iters,
+            self.config_text.clone(),
+            group.clone(),
+        )?;
+        let mut hooks = hooks::default_hooks(&self.cfg, schedule, self.interrupt.clone(), group.is_distributed());
+        let built_in = hooks.len();
         hooks.append(&mut self.extra_hooks);
         if let Some(path) = resume {
             state.restore(path)?;
@@ -233,7 +261,7 @@ impl Trainer {
         for h in &mut hooks {
             h.after_train(&mut state)?;
         }
-        self.extra_hooks = hooks.split_off(hooks::DEFAULT_HOOKS);
+        self.extra_hooks = hooks.split_off(built_in);
         self.state = Some(state);
         let state = self.state.as_ref().expect("just set");
         result?;
@@ -289,13 +317,13 @@ fn run_epochs<T: TrainTask>(
                 let value = item.value.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
                 state.step.values.push((item.name.clone(), value));
             }
-            for h in hooks.iter_mut() {
-                h.after_forward(state)?;
-            }
             let Some(total) = losses.total()? else {
                 return Err(task_err(anyhow::anyhow!("the task returned no loss terms")));
             };
             state.step.total = total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            for h in hooks.iter_mut() {
+                h.after_forward(state)?;
+            }
             // the last group of an epoch may be short: divide by its real size, as mmcv does
             let group_start = iter / accumulate * accumulate;
             let group_len = accumulate.min(iters - group_start);

@@ -5,8 +5,10 @@ use super::{checkpoint_dir, restore_into, TrainError, TrainerConfig};
 use crate::checkpoint::{BestMetric, Checkpoint, CheckpointDir, RunState};
 use crate::ema::ModelEma;
 use crate::optim::Optimizer;
+use nextdet_dist::Collective;
 use nextdet_ops::params::ParamStore;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One iteration as the hooks see it.
 #[derive(Clone, Debug, Default)]
@@ -64,6 +66,9 @@ pub struct TrainState {
     pub last_checkpoint: Option<PathBuf>,
     /// Set when the run stopped early with this `interrupted` checkpoint.
     pub interrupted: Option<PathBuf>,
+    /// The ranks training together (a world of one without a launcher); rank 0 writes the logs
+    /// and checkpoints.
+    pub group: Arc<dyn Collective>,
 }
 
 impl TrainState {
@@ -75,13 +80,14 @@ impl TrainState {
         optimizer: Optimizer,
         iters_per_epoch: usize,
         config_text: Option<String>,
+        group: Arc<dyn Collective>,
     ) -> Result<Self, TrainError> {
         let ema = match cfg.ema {
             Some(decay) => Some(ModelEma::new(&params, decay)?),
             None => None,
         };
         Ok(Self {
-            run: RunState { seed: cfg.seed, config: config_text, ..Default::default() },
+            run: RunState { seed: cfg.seed, config: config_text, world_size: group.world_size(), ..Default::default() },
             steps_per_epoch: iters_per_epoch.div_ceil(cfg.accumulate),
             checkpoints: checkpoint_dir(&cfg, work_dir),
             cfg,
@@ -95,22 +101,43 @@ impl TrainState {
             eval_metrics: Vec::new(),
             last_checkpoint: None,
             interrupted: None,
+            group,
         })
     }
 
     /// Loads the checkpoint at `path` into the parameters, optimizer and EMA and continues its
-    /// run (with this run's seed and config text, warning when the seed differs).
+    /// run (with this run's seed and config text, warning when the seed differs). A run saved
+    /// mid-epoch by another number of ranks restarts that epoch from its first iteration (its
+    /// iteration index counts batches of another size), with a warning.
     pub(super) fn restore(&mut self, path: &Path) -> Result<(), TrainError> {
         let mut run = restore_into(self, path)?;
-        if run.seed != self.cfg.seed {
+        let main = self.group.is_main();
+        let (saved, now) = (run.world_size.max(1), self.group.world_size());
+        if run.iter != 0 && saved != now {
+            if main {
+                tracing::warn!(
+                    "{}: saved at epoch {}, iteration {} by {saved} rank(s); {now} rank(s) split an epoch into other \
+                     batches, so epoch {} restarts from its first iteration",
+                    path.display(),
+                    run.epoch + 1,
+                    run.iter,
+                    run.epoch + 1
+                );
+            }
+            run.global_iter = run.global_iter.saturating_sub(run.iter as u64);
+            run.global_step = run.global_step.saturating_sub(run.iter.div_ceil(self.cfg.accumulate) as u64);
+            run.iter = 0;
+        }
+        run.world_size = now;
+        if run.seed != self.cfg.seed && main {
             tracing::warn!(
                 "{}: saved with seed {}, resumed with seed {}: batches will differ",
                 path.display(),
                 run.seed,
                 self.cfg.seed
             );
-            run.seed = self.cfg.seed;
         }
+        run.seed = self.cfg.seed;
         run.config = self.run.config.clone().or(run.config);
         self.best = run.best_metric.clone();
         self.run = run;

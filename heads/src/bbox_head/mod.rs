@@ -28,13 +28,14 @@ use nextdet_ops::nn::{kaiming_normal_fan_out, xavier_uniform, Conv2d, Linear};
 use nextdet_ops::{relu, DeltaXywhCoder, Init, Scope};
 use serde::Deserialize;
 
-/// Which normalization the shared convolutions use (`norm_cfg`); `SyncBN` is batch norm on one
-/// device.
+/// Which normalization the shared convolutions use (`norm_cfg`); `SyncBN` normalizes with the
+/// statistics of every rank's batch (the default process group, `nextdet_dist::world`), which
+/// in one process is batch norm.
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormType {
     /// `nn.BatchNorm2d`.
     BN,
-    /// `nn.SyncBatchNorm`, identical to `BN` on one device.
+    /// `nn.SyncBatchNorm`, identical to `BN` in one process.
     SyncBN,
 }
 
@@ -241,7 +242,10 @@ impl BBoxHead {
             } else {
                 Conv2d::new(&s.pp("conv"), inp, out, 3, 1, 1, init)?
             };
-            let bn = if normed { Some(BatchNorm::new(&s.pp("bn"), out)?) } else { None };
+            let bn = match &cfg.norm_cfg {
+                Some(n) => Some(BatchNorm::new(&s.pp("bn"), out)?.synced(n.kind == NormType::SyncBN)),
+                None => None,
+            };
             shared_convs.push(ConvModule { conv, bn });
             dim = out;
         }

@@ -145,16 +145,22 @@ impl RoiHead {
 
     /// The losses of one batch (see the module docs). `feats` are the FPN outputs (`[N, C, H,
     /// W]`, finest first; the first levels the extractors have strides for are used),
-    /// `proposals[i]` image `i`'s detached proposals.
+    /// `proposals[i]` image `i`'s detached proposals, `rngs[i]` the generator of image `i`'s RoI
+    /// sampling in every stage.
     pub fn forward_train(
         &self,
         feats: &[Tensor],
         proposals: &[Proposals],
         targets: &[ImageTargets],
-        rng: &mut StdRng,
+        rngs: &mut [StdRng],
     ) -> Result<Losses> {
-        if proposals.len() != targets.len() {
-            bail!("roi_head: {} proposal lists for {} images", proposals.len(), targets.len());
+        if proposals.len() != targets.len() || rngs.len() != targets.len() {
+            bail!(
+                "roi_head: {} proposal lists and {} generators for {} images",
+                proposals.len(),
+                rngs.len(),
+                targets.len()
+            );
         }
         let mut current: Vec<Boxes> = proposals.iter().map(|p| p.boxes.clone()).collect();
         let mut losses = Losses::new();
@@ -167,7 +173,8 @@ impl RoiHead {
             let samples = current
                 .iter()
                 .zip(targets)
-                .map(|(p, t)| sample_rois(&assigner, &sampler, p, t, rng))
+                .zip(rngs.iter_mut())
+                .map(|((p, t), rng)| sample_rois(&assigner, &sampler, p, t, rng))
                 .collect::<Result<Vec<_>>>()?;
             let (stage_losses, next) = self.stage_losses(s, feats, &samples, targets)?;
             losses.extend_scaled(&self.loss_prefix(s), stage_losses, stage.loss_weight)?;

@@ -27,15 +27,18 @@ impl RpnHead {
     /// `meta.pad_size` (its own padded size, mmdet's `pad_shape`, not the batch's) decides the
     /// valid anchors; `meta.img_size` decides which anchors are inside the image for
     /// `allowed_border >= 0`.
-    pub fn loss(&self, out: &RpnOutput, targets: &[ImageTargets], rng: &mut StdRng) -> Result<Losses> {
+    ///
+    /// `rngs[i]` draws image `i`'s anchor sample, so that an image's sampling does not depend on
+    /// the other images of its batch (or on the rank that trains it).
+    pub fn loss(&self, out: &RpnOutput, targets: &[ImageTargets], rngs: &mut [StdRng]) -> Result<Losses> {
         let (n, sizes) = self.featmap_sizes(out)?;
-        if targets.len() != n {
-            bail!("RpnHead::loss: {n} images but {} targets", targets.len());
+        if targets.len() != n || rngs.len() != n {
+            bail!("RpnHead::loss: {n} images but {} targets and {} generators", targets.len(), rngs.len());
         }
         let anchors = self.flat_anchors(&sizes)?;
         let total = anchors.dim(0)?;
         let mut per_image = Vec::with_capacity(n);
-        for t in targets {
+        for (t, rng) in targets.iter().zip(rngs.iter_mut()) {
             per_image.push(self.image_targets(&anchors, &sizes, t, rng)?);
         }
         let avg = per_image.iter().map(|p| p.num_pos.max(1) + p.num_neg.max(1)).sum::<usize>() as f64;

@@ -1,9 +1,13 @@
 //! Ctrl-C and the interrupt flag: the run stops at the next step boundary (never between the
 //! iterations of an accumulation group) and saves `interrupted.safetensors`, which `latest` then
 //! points at, so `--resume` continues exactly. A second Ctrl-C exits at once without saving.
+//!
+//! With several ranks the flag is all-reduced (max) before every step, so that every rank stops
+//! at the same step; rank 0 writes the checkpoint and the others wait for it.
 
 use super::Hook;
 use crate::trainer::{TrainError, TrainState};
+use nextdet_dist::ReduceOp;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -47,12 +51,26 @@ impl Hook for InterruptHook {
     }
 
     fn before_step(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
-        if s.step.pending_grads || !(self.flag.load(Ordering::SeqCst) || CTRL_C.load(Ordering::SeqCst)) {
+        if s.step.pending_grads {
+            return Ok(());
+        }
+        let mut stop = self.flag.load(Ordering::SeqCst) || CTRL_C.load(Ordering::SeqCst);
+        if s.group.is_distributed() {
+            let mut any = [stop as u8 as f32];
+            s.group.all_reduce_f32(&mut any, ReduceOp::Max)?;
+            stop = any[0] > 0.0;
+        }
+        if !stop {
             return Ok(());
         }
         CTRL_C.store(false, Ordering::SeqCst);
         self.flag.store(false, Ordering::SeqCst);
-        let path = s.checkpoints.save_named("interrupted", &s.checkpoint()?)?;
+        let path = if s.group.is_main() {
+            s.checkpoints.save_named("interrupted", &s.checkpoint()?)?
+        } else {
+            s.checkpoints.named_path("interrupted")
+        };
+        s.group.barrier()?;
         s.interrupted = Some(path);
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! with the loss parts, learning rate, speed and ETA (or one text line per log interval when
 //! stderr is not a terminal), one JSON line per log interval and per evaluation in
 //! `metrics.jsonl`, and `curves.png`. A resumed run first drops the lines past its resume point
-//! (it logs them again) and reloads its curves from the rest.
+//! (it logs them again) and reloads its curves from the rest. Only rank 0 of a data-parallel
+//! run shows and writes anything (the values are already averaged over the ranks).
 
 use super::Hook;
 use crate::checkpoint;
@@ -154,6 +155,9 @@ impl MetricsLogger {
 
 impl Hook for MetricsLogger {
     fn before_train(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         self.trim_metrics(s)?;
         let total = (s.cfg.max_epochs * s.iters_per_epoch) as u64;
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -169,6 +173,9 @@ impl Hook for MetricsLogger {
     }
 
     fn before_step(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         if let Some(bar) = &self.bar {
             if s.step.iter == 0 || self.log.start.is_none() {
                 bar.set_prefix(format!("epoch {}/{}", s.step.epoch + 1, s.cfg.max_epochs));
@@ -181,6 +188,9 @@ impl Hook for MetricsLogger {
     }
 
     fn after_forward(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         let log = &mut self.log;
         log.data_secs += s.step.data_secs;
         log.counted_samples |= s.step.samples.is_some();
@@ -195,6 +205,9 @@ impl Hook for MetricsLogger {
     }
 
     fn after_step(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         *self.log.sums.entry("loss".into()).or_default() += s.step.total;
         self.log.count += 1;
         if let Some(norm) = s.step.grad_norm {
@@ -215,6 +228,9 @@ impl Hook for MetricsLogger {
         s: &mut TrainState,
         _evaluate: &mut dyn FnMut(usize) -> anyhow::Result<Metrics>,
     ) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         if !s.eval_metrics.is_empty() {
             let mut line = serde_json::Map::new();
             line.insert("mode".into(), "val".into());
@@ -229,6 +245,9 @@ impl Hook for MetricsLogger {
     }
 
     fn after_train(&mut self, s: &mut TrainState) -> Result<(), TrainError> {
+        if !s.group.is_main() {
+            return Ok(());
+        }
         let Some(bar) = self.bar.take() else { return Ok(()) };
         if let Some(path) = &s.interrupted {
             bar.abandon_with_message(format!("interrupted; saved {}", path.display()));

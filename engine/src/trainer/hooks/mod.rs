@@ -8,7 +8,7 @@
 //!     for each iteration:
 //!         before_step          (may stop the run: an interrupt)
 //!         (batch, losses)
-//!         after_forward        (the step's loss values are in `state.step`)
+//!         after_forward        (the step's loss values and total are in `state.step`)
 //!         (backward; on the last iteration of an accumulation group:)
 //!         after_backward       (the summed gradients, before clipping and the optimizer step)
 //!         (optimizer step)
@@ -19,6 +19,7 @@
 //! `before_step` and `after_step` run every iteration: keep them cheap.
 
 mod checkpoint;
+mod distributed;
 mod ema;
 mod eval;
 mod interrupt;
@@ -27,6 +28,7 @@ mod lr;
 mod non_finite;
 
 pub use checkpoint::CheckpointHook;
+pub use distributed::{all_reduce_grads, broadcast_params, DistributedHook, BUCKET_BYTES};
 pub use ema::EmaHook;
 pub use eval::EvalHook;
 pub use interrupt::InterruptHook;
@@ -78,10 +80,9 @@ pub trait Hook {
     }
 }
 
-/// How many hooks [`default_hooks`] returns.
-pub(super) const DEFAULT_HOOKS: usize = 7;
-
-/// The built-in hooks, in their call order: the learning rate is set before the interrupt
+/// The built-in hooks, in their call order: with more than one rank the [`DistributedHook`]
+/// comes first (it broadcasts the weights before anything reads them and averages a step's
+/// values before the non-finite check and the logger see them); the learning rate is set before the interrupt
 /// check; at an epoch's end the evaluation runs and is logged before the epoch's checkpoint is
 /// written, so that a checkpoint holds the best metric and a log that reaches its own
 /// evaluation (a run killed in between resumes from the previous epoch and redoes both; mmcv
@@ -91,8 +92,13 @@ pub(super) fn default_hooks(
     cfg: &TrainerConfig,
     schedule: LrSchedule,
     interrupt: Arc<AtomicBool>,
+    distributed: bool,
 ) -> Vec<Box<dyn Hook>> {
-    let hooks: Vec<Box<dyn Hook>> = vec![
+    let mut hooks: Vec<Box<dyn Hook>> = Vec::new();
+    if distributed {
+        hooks.push(Box::new(DistributedHook::default()));
+    }
+    hooks.extend::<[Box<dyn Hook>; 7]>([
         Box::new(LrScheduleHook::new(schedule)),
         Box::new(InterruptHook::new(interrupt, cfg.catch_ctrlc)),
         Box::new(NonFiniteStop),
@@ -100,7 +106,6 @@ pub(super) fn default_hooks(
         Box::new(EvalHook),
         Box::new(MetricsLogger::default()),
         Box::new(CheckpointHook),
-    ];
-    debug_assert_eq!(hooks.len(), DEFAULT_HOOKS);
+    ]);
     hooks
 }
