@@ -18,10 +18,12 @@ pub mod depthwise_conv;
 pub mod drop_path;
 pub mod gelu;
 mod gemm;
+pub mod generic;
 pub mod layer_norm;
 pub mod linear;
 pub mod losses;
 pub mod params;
+pub mod precision;
 pub mod residual;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
