@@ -29,6 +29,10 @@ struct TopLevel {
     work_dir: Option<IgnoredAny>,
     #[serde(default)]
     classes: Option<IgnoredAny>,
+    #[serde(default)]
+    device: Option<IgnoredAny>,
+    #[serde(default)]
+    fp16: Option<IgnoredAny>,
 }
 
 /// Loads a config file with its bases, applies `overrides` (`a.b.c=value`) and checks its
@@ -37,6 +41,8 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<Config> {
     let mut cfg = Config::from_file(path)?;
     cfg.apply_overrides(overrides)?;
     cfg.section::<TopLevel>("")?;
+    crate::device::device_spec(&cfg)?;
+    crate::precision::precision(&cfg)?;
     Ok(cfg)
 }
 

@@ -16,6 +16,10 @@ pub fn depthwise_conv2d_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Resu
     if x.elem_count() == 0 {
         return x.zeros_like();
     }
+    #[cfg(feature = "cuda")]
+    if crate::generic::cuda_f32(x) {
+        return crate::cuda::depthwise_conv2d_nhwc(x, weight, bias);
+    }
     if !crate::generic::fast_cpu(x) {
         return crate::generic::depthwise_conv2d_nhwc(x, weight, bias);
     }
@@ -45,6 +49,11 @@ pub fn depthwise_conv2d_layer_norm_nhwc(
     }
     if x.elem_count() == 0 {
         return x.zeros_like();
+    }
+    #[cfg(feature = "cuda")]
+    if crate::generic::cuda_f32(x) {
+        let y = crate::cuda::depthwise_conv2d_nhwc(x, weight, bias)?;
+        return crate::generic::layer_norm(&y, norm_weight, norm_bias, eps);
     }
     if !crate::generic::fast_cpu(x) {
         return crate::generic::depthwise_conv2d_layer_norm_nhwc(x, weight, bias, norm_weight, norm_bias, eps);

@@ -14,6 +14,8 @@
 pub mod batch_norm;
 pub mod bias_relu;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise_conv;
 pub mod drop_path;
 pub mod gelu;

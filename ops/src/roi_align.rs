@@ -55,6 +55,10 @@ impl RoiAlign {
     }
 
     fn apply(&self, features: &Tensor, rois: &Tensor, nhwc: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if crate::generic::cuda_f32(features) {
+            return crate::cuda::roi_align(self, features, rois, nhwc);
+        }
         if !crate::generic::fast_cpu(features) {
             return crate::generic::roi_align(self, features, rois, nhwc);
         }

@@ -39,6 +39,13 @@ pub(crate) fn fast_cpu(x: &Tensor) -> bool {
     x.device().is_cpu()
 }
 
+/// Whether `x` goes to a CUDA kernel of this crate (built with the `cuda` feature): an `f32`
+/// tensor on a CUDA device.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_f32(x: &Tensor) -> bool {
+    x.device().is_cuda() && x.dtype() == DType::F32
+}
+
 /// The dtype reductions are computed in: `f32` for the 16-bit floats (as PyTorch's autocast
 /// runs normalizations in `f32`), the input's own dtype otherwise.
 pub(crate) fn accumulation_dtype(dtype: DType) -> DType {
