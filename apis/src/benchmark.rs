@@ -109,6 +109,7 @@ pub fn peak_memory_mib() -> Option<f64> {
 /// Times the model of `cfg` (with `checkpoint`'s weights, or random ones).
 pub fn benchmark(cfg: &Config, checkpoint: Option<&Path>, opts: &BenchOptions) -> Result<BenchReport> {
     validate(opts)?;
+    crate::config::apply_precision(cfg)?;
     let model = match checkpoint {
         Some(path) => build_with_checkpoint(cfg, path)?,
         None => build(cfg, 0)?,

@@ -34,6 +34,7 @@ pub struct ClassScore {
 /// Builds the classifier `cfg` describes and loads `checkpoint` strictly; the transform is
 /// `data.test.transform` (ConvNeXt's at 224 without one).
 pub fn init_classifier(cfg: &Config, checkpoint: &Path) -> Result<Classifier> {
+    crate::config::apply_precision(cfg)?;
     let Model::Classifier(net) = build_with_checkpoint(cfg, checkpoint)? else {
         bail!("this command needs a classifier config (model.type: ImageClassifier)");
     };

@@ -33,6 +33,8 @@ struct TopLevel {
     device: Option<IgnoredAny>,
     #[serde(default)]
     fp16: Option<IgnoredAny>,
+    #[serde(default)]
+    precision: Option<IgnoredAny>,
 }
 
 /// Loads a config file with its bases, applies `overrides` (`a.b.c=value`) and checks its
@@ -42,7 +44,7 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<Config> {
     cfg.apply_overrides(overrides)?;
     cfg.section::<TopLevel>("")?;
     crate::device::device_spec(&cfg)?;
-    crate::precision::precision(&cfg)?;
+    crate::mixed_precision::mixed_precision(&cfg)?;
     Ok(cfg)
 }
 
@@ -114,4 +116,29 @@ pub fn work_dir(cfg: &Config, explicit: Option<&Path>) -> Result<PathBuf> {
 /// Reads an optional section, with a context line naming it.
 pub fn optional_section<T: serde::de::DeserializeOwned>(cfg: &Config, key: &str) -> Result<Option<T>> {
     cfg.section::<Option<T>>(key).with_context(|| format!("reading `{key}`"))
+}
+
+/// The inference precision a config asks for (`precision: f32 | bf16`, default `f32`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionConfig {
+    /// Single precision.
+    #[default]
+    F32,
+    /// bf16 inputs, f32 sums in the pointwise layers (see `nextdet_ops::Precision`).
+    Bf16,
+}
+
+/// Sets the process's inference precision from the config's `precision` key; asking for bf16
+/// on a CPU without AVX-512 BF16 keeps f32 with a warning.
+pub fn apply_precision(cfg: &Config) -> Result<()> {
+    let p = cfg.section::<Option<PrecisionConfig>>("precision")?.unwrap_or_default();
+    if p == PrecisionConfig::Bf16 && !nextdet_ops::bf16_supported() {
+        tracing::warn!("precision: bf16 needs AVX-512 BF16, which this CPU lacks; inference stays f32");
+    }
+    nextdet_ops::set_inference_precision(match p {
+        PrecisionConfig::F32 => nextdet_ops::Precision::F32,
+        PrecisionConfig::Bf16 => nextdet_ops::Precision::Bf16,
+    });
+    Ok(())
 }

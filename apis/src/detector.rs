@@ -27,6 +27,7 @@ pub struct Detector {
 /// file) strictly: a checkpoint that does not fit is an error. The test pipeline is the one of
 /// `data.test` (or `data.val`).
 pub fn init_detector(cfg: &Config, checkpoint: &Path) -> Result<Detector> {
+    crate::config::apply_precision(cfg)?;
     let Model::Detector(model) = build_with_checkpoint(cfg, checkpoint)? else {
         bail!(
             "{}: not a detector config (model.type must be MaskRCNN or CascadeRCNN)",

@@ -33,7 +33,7 @@ pub mod data;
 pub mod detector;
 pub mod device;
 pub mod infer;
-pub mod precision;
+pub mod mixed_precision;
 mod progress;
 pub mod tasks;
 pub mod test;

@@ -108,7 +108,7 @@ pub fn train(cfg: &Config, mut opts: TrainOptions) -> Result<TrainReport> {
     let hooks = std::mem::take(&mut opts.hooks);
     let model_cfg = model_config(cfg)?;
     let device = crate::device::config_device(cfg)?;
-    let autocast = crate::precision::autocast_for(cfg, &device)?;
+    let autocast = crate::mixed_precision::autocast_for(cfg, &device)?;
     if let Some((c, kind)) = model_cfg.detector() {
         let data: DetDataConfig = cfg.section("data")?;
         let model =
@@ -121,8 +121,7 @@ pub fn train(cfg: &Config, mut opts: TrainOptions) -> Result<TrainReport> {
     let ModelConfig::ImageClassifier(model_cfg) = model_cfg else { unreachable!("not a detector") };
     let data: ClsDataConfig = cfg.section("data")?;
     let setup = ClsSetup::new(&data, model_cfg.num_classes).with_context(|| crate::config::config_file(cfg))?;
-    let net =
-        ImageClassifier::new(&model_cfg, ParamStore::new(&device, seed), seed).context("building the model")?;
+    let net = ImageClassifier::new(&model_cfg, ParamStore::new(&device, seed), seed).context("building the model")?;
     net.params().set_autocast(autocast);
     let mut task = setup.into_task(net, seed)?;
     fit(&mut task, cfg, &dir, sections, resume.as_deref(), load_from.as_deref(), hooks)
@@ -147,7 +146,7 @@ fn fit<T: TrainTask>(
     let mut trainer = Trainer::new(sections.runner, dir, optimizer, schedule)
         .with_config_text(config_text.clone())
         .with_hook(Box::new(WriteConfig { text: config_text }));
-    let loss_scale = crate::precision::precision(cfg)?.and_then(|p| p.loss_scale);
+    let loss_scale = crate::mixed_precision::mixed_precision(cfg)?.and_then(|p| p.loss_scale);
     if let (Some(mode), false) = (loss_scale, task.params().device().is_cpu()) {
         trainer = trainer.with_hook(Box::new(LossScaleHook::new(mode)));
     }

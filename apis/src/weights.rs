@@ -14,7 +14,7 @@ use std::path::Path;
 pub fn build(cfg: &Config, seed: u64) -> Result<Model> {
     let device = crate::device::config_device(cfg)?;
     let model = build_model(&crate::config::model_config(cfg)?, &device, seed).context("building the model")?;
-    model.params().set_autocast(crate::precision::autocast_for(cfg, &device)?);
+    model.params().set_autocast(crate::mixed_precision::autocast_for(cfg, &device)?);
     Ok(model)
 }
 

@@ -3,8 +3,8 @@
 
 use candle_core::{Result, Tensor};
 use nextdet_ops::{
-    bias_add, depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm,
-    layer_scale_drop_path_residual, linear_no_bias, Init, Scope,
+    bias_add, convnext_mlp_inference, depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm,
+    layer_scale_drop_path_residual, linear_no_bias, Init, PackedMlp, Scope,
 };
 use rand::rngs::StdRng;
 use std::sync::Mutex;
@@ -133,7 +133,11 @@ impl Block {
     /// Channels-last `[N, H, W, C]` in and out.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.norm.after_depthwise_conv(x, &self.dw_weight, &self.dw_bias)?;
-        // GELU and the second linear in one op, so the widest activation is not kept for backward.
+        // inference: the rest of the block in one op, with weights packed once
+        if let Some(mlp) = if train { None } else { self.packed_mlp()? } {
+            return convnext_mlp_inference(&y, x, &mlp);
+        }
+        // GELU and the second linear in one op, so the widest activation is not kept for backward
         let y = gelu_linear(&self.pwconv1.matmul(&y)?, self.pwconv1.bias(), self.pwconv2.weight())?;
         let sample_scales = if train && self.drop_path > 0.0 {
             let mut rng = self.rng.lock().expect("drop-path rng");
@@ -142,6 +146,23 @@ impl Block {
             None
         };
         layer_scale_drop_path_residual(&y, self.pwconv2.bias(), self.gamma.as_ref(), x, sample_scales)
+    }
+}
+
+impl Block {
+    /// The pointwise layers packed for inference (`None` where packed multiplies do not run).
+    fn packed_mlp(&self) -> Result<Option<PackedMlp>> {
+        let (Some(w1), Some(w2)) = (self.pwconv1.packed_weight()?, self.pwconv2.packed_weight()?) else {
+            return Ok(None);
+        };
+        let vec = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+        Ok(Some(PackedMlp {
+            w1,
+            b1: vec(self.pwconv1.bias())?,
+            w2,
+            b2: vec(self.pwconv2.bias())?,
+            gamma: self.gamma.as_ref().map(vec).transpose()?,
+        }))
     }
 }
 

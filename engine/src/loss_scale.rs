@@ -174,7 +174,7 @@ mod tests {
         let store = ParamStore::new(&Device::Cpu, 0);
         let w = store.root().param("w", 3, Init::Const(1.0)).unwrap();
         let s = LossScaler::new(LossScale::fixed(4.0));
-        let loss = (w.sum_all().unwrap() * 4.0 * 3.0).unwrap();
+        let loss = w.sum_all().unwrap().affine(4.0 * 3.0, 0.0).unwrap();
         let mut grads = loss.backward().unwrap();
         assert!(s.unscale(&mut grads, &store).unwrap());
         assert_eq!(grads.get(&w).unwrap().to_vec1::<f32>().unwrap(), vec![3.0; 3]);

@@ -266,6 +266,7 @@ impl Optimizer {
     /// learning rate `lr * g.lr_scale`. Parameters without a gradient are left untouched and
     /// their step count does not advance, as in torch.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        nextdet_ops::weights_changed();
         for group in &self.groups {
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay;

@@ -10,7 +10,7 @@ use nextdet_heads::roi::{RoiHead, RoiHeadConfig, RoiHeadType};
 use nextdet_heads::rpn::{RpnHead, RpnHeadConfig};
 use nextdet_heads::{ImageMeta, ImageTargets, InstanceResult};
 use nextdet_necks::fpn::{Fpn, FpnConfig};
-use nextdet_ops::precision::Autocast;
+use nextdet_ops::autocast::Autocast;
 use nextdet_ops::{Losses, ParamStore};
 use rand::rngs::StdRng;
 use serde::Deserialize;

@@ -7,7 +7,7 @@
 
 use candle_core::{Result, Tensor};
 use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
-use nextdet_ops::precision::Autocast;
+use nextdet_ops::autocast::Autocast;
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
 

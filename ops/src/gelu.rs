@@ -72,6 +72,18 @@ multiversion! {
 }
 
 multiversion! {
+    /// `y = gelu(y + b)` in place over rows of `b.len()` values (the same values as [`gelu_rows`]).
+    pub(crate) fn gelu_rows_in_place(y: &mut [f32], b: &[f32]) {
+        for yr in y.chunks_exact_mut(b.len()) {
+            for (y, &bv) in yr.iter_mut().zip(b) {
+                let z = *y + bv;
+                *y = z * normal_cdf_pdf::<FMA>(z).0;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `dx = gy * gelu'(x + b)` over rows, adding each row's `dx` into `db`.
     fn gelu_grad_rows(dx: &mut [f32], x: &[f32], gy: &[f32], b: &[f32], db: &mut [f32]) {
         let d = b.len();

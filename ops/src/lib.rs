@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod autocast;
 pub mod batch_norm;
 pub mod bias_relu;
 mod cpu;
@@ -21,11 +22,11 @@ pub mod drop_path;
 pub mod gelu;
 mod gemm;
 pub mod generic;
+pub use gemm::{bf16_supported, inference_precision, set_inference_precision, PackedWeight, Precision};
 pub mod layer_norm;
 pub mod linear;
 pub mod losses;
 pub mod params;
-pub mod precision;
 pub mod residual;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
@@ -34,9 +35,9 @@ pub use depthwise_conv::{depthwise_conv2d_layer_norm_nhwc, depthwise_conv2d_nchw
 pub use drop_path::{drop_path, drop_path_scales};
 pub use gelu::bias_gelu;
 pub use layer_norm::{layer_norm, layer_norm_channels_first};
-pub use linear::linear_no_bias;
+pub use linear::{linear_no_bias, linear_packed};
 pub use losses::{LossItem, LossKind, Losses};
-pub use params::{Init, LoadReport, ParamStore, Scope};
+pub use params::{weights_changed, weights_generation, Init, LoadReport, ParamStore, Scope};
 pub use residual::{layer_scale_drop_path_residual, layer_scale_residual};
 pub mod mask_paste;
 pub mod resample;
@@ -56,6 +57,8 @@ pub use nms::{batched_nms, nms, BatchedNmsOpts};
 pub mod roi_extractor;
 pub use roi_extractor::{map_roi_levels, SingleRoiExtractor};
 pub mod conv2d;
+pub mod convnext_mlp;
+pub use convnext_mlp::{convnext_mlp_inference, PackedMlp};
 pub mod gelu_linear;
 pub mod nn;
 pub use gelu_linear::{gelu_linear, gelu_linear_chunked};

@@ -7,8 +7,10 @@
 //! exposed once every element is written.
 
 use crate::cpu::as_f32;
-use crate::gemm::matmul;
+use crate::gemm::{matmul, matmul_packed, PackedWeight};
+use candle_core::CustomOp1;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
 
 /// `x: [..., K]` times `weight: [N, K]` transposed, giving `[..., N]` (PyTorch's `F.linear`
 /// without bias). Differentiable in both arguments.
@@ -108,5 +110,44 @@ impl CustomOp2 for LinearGrad {
             out.set_len(out_rows * k);
         }
         Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// `x: [..., K]` times a packed weight's `weightᵀ`, giving `[..., N]`: [`linear_no_bias`] for
+/// inference, with the weight packed once ([`PackedWeight`]). Not differentiable.
+pub fn linear_packed(x: &Tensor, weight: &Arc<PackedWeight>) -> Result<Tensor> {
+    let (k, n) = weight.dims();
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        bail!("linear: input {:?} does not end in the weight's {k} input features", x.dims());
+    }
+    let rows = x.elem_count() / k.max(1);
+    let y = x.contiguous()?.reshape((rows, k))?.apply_op1_no_bwd(&LinearPacked(weight.clone()))?;
+    *dims.last_mut().expect("at least one dim") = n;
+    y.reshape(dims)
+}
+
+/// Forward only: `x [M, K]` times a packed weight.
+struct LinearPacked(Arc<PackedWeight>);
+
+impl CustomOp1 for LinearPacked {
+    fn name(&self) -> &'static str {
+        "linear-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = as_f32(self.name(), s, l)?;
+        let (m, k) = l.shape().dims2()?;
+        let (wk, n) = self.0.dims();
+        if k != wk {
+            bail!("linear: input has {k} features, the packed weight {wk}");
+        }
+        let mut out = Vec::<f32>::with_capacity(m * n);
+        // SAFETY: x is m x k row-major, `out` has room for m x n and is fully written.
+        unsafe {
+            matmul_packed(m, out.as_mut_ptr(), x.as_ptr(), &self.0, true);
+            out.set_len(m * n);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }

@@ -4,8 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::autocast::Autocast;
 use crate::params::{Init, ParamStore, Scope};
-use crate::precision::Autocast;
 
 /// Xavier-uniform init for a layer with these fans (mmdetection's `xavier_init(distribution='uniform')`).
 pub fn xavier_uniform(fan_in: usize, fan_out: usize) -> Init {
@@ -76,6 +76,8 @@ pub struct Linear {
     weight: Tensor,
     bias: Tensor,
     store: ParamStore,
+    /// The weight packed for inference, with the [`crate::weights_generation`] it was packed at.
+    packed: std::sync::Mutex<Option<(u64, std::sync::Arc<crate::PackedWeight>)>>,
 }
 
 impl Linear {
@@ -85,6 +87,7 @@ impl Linear {
             weight: scope.param("weight", (out, inp), init)?,
             bias: scope.param("bias", out, Init::Const(0.0))?,
             store: scope.store().clone(),
+            packed: std::sync::Mutex::new(None),
         })
     }
 
@@ -103,6 +106,24 @@ impl Linear {
     /// The bias, for callers that fuse it into the next step.
     pub fn bias(&self) -> &Tensor {
         &self.bias
+    }
+
+    /// The weight packed for inference in [`crate::inference_precision`] (`None` where the
+    /// packed multiply does not run: another device, a CPU without AVX-512); packed on first
+    /// use and again after any change of parameter values ([`crate::weights_changed`]) or of
+    /// the precision.
+    pub fn packed_weight(&self) -> Result<Option<std::sync::Arc<crate::PackedWeight>>> {
+        let generation = crate::weights_generation();
+        let precision = crate::inference_precision();
+        let mut slot = self.packed.lock().expect("packed weight lock");
+        if let Some((g, p)) = slot.as_ref() {
+            if *g == generation && p.precision() == precision {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let packed = crate::PackedWeight::from_weight(&self.weight, precision)?.map(std::sync::Arc::new);
+        *slot = packed.clone().map(|p| (generation, p));
+        Ok(packed)
     }
 
     /// The weight `[out, in]`, for callers that fuse the multiply with the step before it (the

@@ -103,6 +103,22 @@ impl LoadReport {
     }
 }
 
+/// Counts changes of parameter values anywhere in the process (a checkpoint load, an optimizer
+/// step): a layer that keeps a derived copy of its weight (a packed matrix for inference)
+/// rebuilds it when the count has moved.
+static WEIGHTS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records that parameter values changed; every code path that writes parameters in place
+/// ([`ParamStore::load`], the optimizers) calls it.
+pub fn weights_changed() {
+    WEIGHTS_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The current count of [`weights_changed`] calls.
+pub fn weights_generation() -> u64 {
+    WEIGHTS_GENERATION.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 impl ParamStore {
     /// An empty store on `device` whose initialisations draw from `seed`.
     pub fn new(device: &Device, seed: u64) -> Self {
@@ -124,7 +140,7 @@ impl ParamStore {
     /// Mixed precision for the model these parameters belong to: the dtype its dense
     /// convolutions and matrix multiplies compute in on the device-generic paths (`None`, the
     /// default: the parameters' `f32`). The parameters themselves stay `f32`; see
-    /// [`crate::precision`].
+    /// [`crate::autocast`].
     pub fn set_autocast(&self, dtype: Option<DType>) {
         self.inner.lock().expect("param store lock").autocast = dtype;
     }
@@ -148,6 +164,7 @@ impl ParamStore {
 
     /// Copies the tensors whose names and shapes match into the parameters and reports the rest.
     pub fn load(&self, tensors: &HashMap<String, Tensor>) -> Result<LoadReport> {
+        weights_changed();
         let inner = self.inner.lock().expect("param store lock");
         let mut report = LoadReport::default();
         for entry in &inner.entries {

@@ -81,8 +81,13 @@ fn convnext_block_ops_match_the_cpu() {
         check(&format!("depthwise k{k} c{c}"), &inputs, &|t| nextdet_ops::depthwise_conv2d_nhwc(&t[0], &t[1], &t[2]));
     }
     let c = 40;
-    let inputs =
-        [randn(&[2, 9, 10, c], 4), (randn(&[c, 1, 7, 7], 5) * 0.2).unwrap(), randn(&[c], 6), randn(&[c], 7), randn(&[c], 8)];
+    let inputs = [
+        randn(&[2, 9, 10, c], 4),
+        (randn(&[c, 1, 7, 7], 5) * 0.2).unwrap(),
+        randn(&[c], 6),
+        randn(&[c], 7),
+        randn(&[c], 8),
+    ];
     check("depthwise + layer norm", &inputs, &|t| {
         nextdet_ops::depthwise_conv2d_layer_norm_nhwc(&t[0], &t[1], &t[2], &t[3], &t[4], 1e-6)
     });
@@ -113,10 +118,16 @@ fn detection_layer_ops_match_the_cpu() {
     check("batch norm", &[randn(&[4, 10, 5, 7], 33), randn(&[10], 34), randn(&[10], 35)], &|t| {
         Ok(nextdet_ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)
     });
-    for (i, (k, s, p, h, w)) in [(3, 1, 1, 9, 8), (3, 2, 1, 9, 8), (1, 1, 0, 6, 7), (1, 2, 0, 7, 6)].into_iter().enumerate() {
+    for (i, (k, s, p, h, w)) in
+        [(3, 1, 1, 9, 8), (3, 2, 1, 9, 8), (1, 1, 0, 6, 7), (1, 2, 0, 7, 6)].into_iter().enumerate()
+    {
         check(
             &format!("conv2d case {i}"),
-            &[randn(&[2, 5, h, w], 40 + i as u64), (randn(&[7, 5, k, k], 50 + i as u64) * 0.3).unwrap(), randn(&[7], 60)],
+            &[
+                randn(&[2, 5, h, w], 40 + i as u64),
+                (randn(&[7, 5, k, k], 50 + i as u64) * 0.3).unwrap(),
+                randn(&[7], 60),
+            ],
             &|t| nextdet_ops::conv2d::conv2d(&t[0], &t[1], Some(&t[2]), s, p),
         );
     }
@@ -204,8 +215,8 @@ fn mask_paste_gives_the_same_pixels() {
     boxes[4..8].copy_from_slice(&[50.0, 50.0, 50.0, 80.0]); // zero width
     let boxes = Tensor::from_vec(boxes, (k, 4), &Device::Cpu).unwrap();
     let want = nextdet_ops::paste_masks(&masks, &boxes, (400, 600), 0.5).unwrap();
-    let got =
-        nextdet_ops::paste_masks(&masks.to_device(dev).unwrap(), &boxes.to_device(dev).unwrap(), (400, 600), 0.5).unwrap();
+    let got = nextdet_ops::paste_masks(&masks.to_device(dev).unwrap(), &boxes.to_device(dev).unwrap(), (400, 600), 0.5)
+        .unwrap();
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.window, w.window, "mask {i} window on {dev:?}");

@@ -6,8 +6,8 @@
 //! sizes, and the edge cases each kernel treats specially.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use nextdet_ops::autocast::Autocast;
 use nextdet_ops::generic;
-use nextdet_ops::precision::Autocast;
 use nextdet_ops::RoiAlign;
 use nextdet_testutil::{assert_close_scaled, max_abs, max_abs_diff};
 use rand::SeedableRng;
@@ -377,10 +377,10 @@ fn autocast_keeps_f32_weights_and_gradients() {
     let want = nextdet_ops::conv2d::conv2d(&x, w.as_tensor(), None, 2, 1).unwrap();
     let got = {
         let _half = Autocast::enable(Some(half)).unwrap();
-        assert_eq!(nextdet_ops::precision::autocast_dtype(), Some(half));
+        assert_eq!(nextdet_ops::autocast::autocast_dtype(), Some(half));
         generic::conv2d(&x, w.as_tensor(), None, 2, 1).unwrap()
     };
-    assert_eq!(nextdet_ops::precision::autocast_dtype(), None, "the guard restores full precision");
+    assert_eq!(nextdet_ops::autocast::autocast_dtype(), None, "the guard restores full precision");
     assert_eq!(got.dtype(), DType::F32);
     assert_close_scaled("f16 conv2d", &got, &want, 5e-3);
     assert!(max_abs_diff(&got, &want) > 0.0, "autocast must actually round to half precision");

@@ -32,6 +32,10 @@ struct Cli {
     /// Debug messages too (`RUST_LOG` sets the filter in full, e.g. `nextdet_engine=debug`).
     #[arg(long, global = true)]
     verbose: bool,
+    /// Inference precision of the pointwise layers: `f32`, or `bf16` (AVX-512 BF16; the
+    /// config's `precision` key otherwise).
+    #[arg(long, global = true, value_parser = ["f32", "bf16"])]
+    precision: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -272,7 +276,7 @@ fn main() {
         eprintln!("error: {}", error_report(&e));
         std::process::exit(2);
     }
-    match run(cli.command) {
+    match run(cli.command, cli.precision) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {}", error_report(&e));
@@ -282,8 +286,12 @@ fn main() {
 }
 
 /// Runs a command; the exit status on success.
-fn run(command: Command) -> Result<i32> {
-    let load = |config: &PathBuf, o: &Overrides| nextdet_apis::load_config(config, &o.all());
+fn run(command: Command, precision: Option<String>) -> Result<i32> {
+    let load = |config: &PathBuf, o: &Overrides| {
+        let mut overrides = o.all();
+        overrides.extend(precision.iter().map(|p| format!("precision={p}")));
+        nextdet_apis::load_config(config, &overrides)
+    };
     match command {
         Command::PrintConfig { config, o } => print!("{}", load(&config, &o)?.to_yaml_string()?),
         Command::ConvertWeights { input, output } => convert::run(&input, &output)?,

@@ -53,7 +53,8 @@ impl CustomOp3 for DepthwiseConvCuda {
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let dev = &s1.device;
-        let (x, w, b) = (f32_view(self.name(), s1, l1)?, f32_view(self.name(), s2, l2)?, f32_view(self.name(), s3, l3)?);
+        let (x, w, b) =
+            (f32_view(self.name(), s1, l1)?, f32_view(self.name(), s2, l2)?, f32_view(self.name(), s3, l3)?);
         let (n, h, wd, c, k) = dims(l1.shape(), l2.shape().dims()[2])?;
         let total = l1.shape().elem_count();
         // SAFETY: the kernel writes every one of the `total` outputs.

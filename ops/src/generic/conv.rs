@@ -1,8 +1,8 @@
 //! Convolutions in candle ops: the depthwise convolution as a sum of shifted, per-channel scaled
 //! views, and the dense convolution through candle's `conv2d` on an explicitly padded input.
 
+use crate::autocast::{cast_in, cast_out};
 use crate::depthwise_conv::check_weight;
-use crate::precision::{cast_in, cast_out};
 use candle_core::{bail, Result, Tensor};
 
 /// [`crate::depthwise_conv2d_nhwc`] in candle ops: `x: [N, H, W, C]`, `weight: [C, 1, k, k]`
@@ -60,7 +60,7 @@ pub fn depthwise_conv2d_layer_norm_nhwc(
 /// derives one output padding for the transposed convolution from the height alone, which
 /// gives a gradient of the wrong width when the height and width leave different remainders
 /// under the stride; with an input the output reads exactly, that padding is zero on both axes.
-/// Computes in the autocast dtype when autocast is on ([`crate::precision`]).
+/// Computes in the autocast dtype when autocast is on ([`crate::autocast`]).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
     let (n, cin, h, w) = x.dims4()?;
     let (cout, wcin, kh, kw) = weight.dims4()?;

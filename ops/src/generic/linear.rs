@@ -1,12 +1,12 @@
 //! The pointwise linear layers in candle ops: a matrix multiply with the transposed weight, and
 //! the ConvNeXt block's fused bias, GELU and second linear.
 
-use crate::precision::{cast_in, cast_out};
+use crate::autocast::{cast_in, cast_out};
 use candle_core::{bail, Result, Tensor};
 
 /// [`crate::linear_no_bias`] in candle ops: `x: [..., K]` times `weight: [N, K]` transposed,
 /// giving `[..., N]`. Computes in the autocast dtype when autocast is on
-/// ([`crate::precision`]).
+/// ([`crate::autocast`]).
 pub fn linear_no_bias(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (n, k) = weight.dims2()?;
     let mut dims = x.dims().to_vec();

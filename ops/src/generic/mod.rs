@@ -11,7 +11,7 @@
 //! run them on the CPU against the fast kernels: `ops/tests/generic.rs` checks every one,
 //! forward within 1e-5 and gradients within 1e-4.
 //!
-//! The dense convolution and the matrix multiplies honour [`crate::precision`]'s autocast
+//! The dense convolution and the matrix multiplies honour [`crate::autocast`]'s autocast
 //! (inputs cast to bf16 or f16, the result back to the input dtype; the weights stay `f32`).
 
 mod batch_norm;

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! On a CUDA device the model's dense convolutions and matrix multiplies run in `dtype`
-//! ([`nextdet_ops::precision`]) while the parameters, their gradients and the optimizer state
+//! ([`nextdet_ops::autocast`]) while the parameters, their gradients and the optimizer state
 //! stay `f32` (master weights). f16 training scales the loss so that small gradients survive
 //! the f16 backward ([`nextdet_engine::loss_scale`]); bf16 has f32's range and needs no scaling.
 //! On the CPU the fast kernels compute in `f32` and the section is ignored, with a warning.
@@ -46,7 +46,7 @@ fn bf16() -> String {
 
 /// The checked `fp16` section: the half dtype and, for f16, the loss scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Precision {
+pub struct MixedPrecision {
     /// What convolutions and matrix multiplies compute in.
     pub dtype: DType,
     /// How f16 training scales the loss (`None` for bf16).
@@ -55,7 +55,7 @@ pub struct Precision {
 
 /// The config's `fp16` section, checked (`None` without one: full precision). Errors name the
 /// key and where it was set.
-pub fn precision(cfg: &Config) -> Result<Option<Precision>> {
+pub fn mixed_precision(cfg: &Config) -> Result<Option<MixedPrecision>> {
     let Some(section) = crate::config::optional_section::<Fp16Config>(cfg, "fp16")? else {
         return Ok(None);
     };
@@ -72,13 +72,13 @@ pub fn precision(cfg: &Config) -> Result<Option<Precision>> {
         (Some(LossScaleValue::Number(s)), _) if s.is_finite() && *s > 0.0 => Some(LossScale::fixed(*s)),
         (Some(v), _) => bail!("{}: fp16.loss_scale: expected `dynamic` or a positive number, got {v:?}", origin()),
     };
-    Ok(Some(Precision { dtype, loss_scale }))
+    Ok(Some(MixedPrecision { dtype, loss_scale }))
 }
 
 /// The autocast dtype for a model on `device`: the section's dtype on a GPU, `None` on the CPU
 /// (where the section is ignored, with a warning) or without a section.
 pub fn autocast_for(cfg: &Config, device: &Device) -> Result<Option<DType>> {
-    let Some(p) = precision(cfg)? else { return Ok(None) };
+    let Some(p) = mixed_precision(cfg)? else { return Ok(None) };
     if device.is_cpu() {
         tracing::warn!("fp16: the CPU kernels compute in f32; mixed precision applies on a GPU (`--device cuda`)");
         return Ok(None);
