@@ -85,3 +85,33 @@ pub fn autocast_for(cfg: &Config, device: &Device) -> Result<Option<DType>> {
     }
     Ok(Some(p.dtype))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        Config::from_yaml_str(text, "test.yaml").expect("test config parses")
+    }
+
+    #[test]
+    fn sections_parse_to_dtype_and_loss_scale() {
+        assert_eq!(mixed_precision(&cfg("a: 1\n")).unwrap(), None);
+        let bf16 = mixed_precision(&cfg("fp16: {}\n")).unwrap().unwrap();
+        assert_eq!((bf16.dtype, bf16.loss_scale), (DType::BF16, None), "bf16 is the default and needs no scaling");
+        let f16 = mixed_precision(&cfg("fp16: {dtype: f16}\n")).unwrap().unwrap();
+        assert_eq!((f16.dtype, f16.loss_scale), (DType::F16, Some(LossScale::dynamic())));
+        let fixed = mixed_precision(&cfg("fp16: {dtype: f16, loss_scale: 512.0}\n")).unwrap().unwrap();
+        assert_eq!(fixed.loss_scale, Some(LossScale::fixed(512.0)));
+        for bad in ["fp16: {dtype: f32}\n", "fp16: {dtype: f16, loss_scale: -1.0}\n", "fp16: {dtyp: f16}\n"] {
+            assert!(mixed_precision(&cfg(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_models_get_no_autocast() {
+        let c = cfg("fp16: {dtype: bf16}\n");
+        assert_eq!(autocast_for(&c, &Device::Cpu).unwrap(), None);
+        assert_eq!(autocast_for(&cfg("a: 1\n"), &Device::Cpu).unwrap(), None);
+    }
+}
