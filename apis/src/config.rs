@@ -30,6 +30,10 @@ struct TopLevel {
     #[serde(default)]
     classes: Option<IgnoredAny>,
     #[serde(default)]
+    device: Option<IgnoredAny>,
+    #[serde(default)]
+    fp16: Option<IgnoredAny>,
+    #[serde(default)]
     precision: Option<IgnoredAny>,
 }
 
@@ -39,6 +43,8 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<Config> {
     let mut cfg = Config::from_file(path)?;
     cfg.apply_overrides(overrides)?;
     cfg.section::<TopLevel>("")?;
+    crate::device::device_spec(&cfg)?;
+    crate::mixed_precision::mixed_precision(&cfg)?;
     Ok(cfg)
 }
 

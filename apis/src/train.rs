@@ -19,9 +19,9 @@ use crate::data::{ClsDataConfig, DetDataConfig};
 use crate::tasks::{ClsSetup, DetTask};
 use crate::weights::load_initial_weights;
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use nextdet_engine::checkpoint::{BestMetric, LATEST};
 use nextdet_engine::config::Config;
+use nextdet_engine::loss_scale::LossScaleHook;
 use nextdet_engine::optim::{Optimizer, OptimizerConfig};
 use nextdet_engine::schedule::{LrSchedule, LrScheduleConfig};
 use nextdet_engine::trainer::{FitOutcome, Hook, TrainError, TrainState, TrainTask, Trainer, TrainerConfig};
@@ -118,10 +118,13 @@ pub fn train(cfg: &Config, mut opts: TrainOptions) -> Result<TrainReport> {
     let seed = sections.runner.seed;
     let hooks = std::mem::take(&mut opts.hooks);
     let model_cfg = model_config(cfg)?;
+    let device = crate::device::config_device(cfg)?;
+    let autocast = crate::mixed_precision::autocast_for(cfg, &device)?;
     if let Some((c, kind)) = model_cfg.detector() {
         let data: DetDataConfig = cfg.section("data")?;
         let model =
-            TwoStageDetector::new(c, kind, ParamStore::new(&Device::Cpu, seed), seed).context("building the model")?;
+            TwoStageDetector::new(c, kind, ParamStore::new(&device, seed), seed).context("building the model")?;
+        model.params().set_autocast(autocast);
         let mut task = DetTask::new(Box::new(model), &data, c.roi_head.num_classes(), seed)
             .with_context(|| crate::config::config_file(cfg))?;
         return fit(&mut task, cfg, &dir, sections, resume.as_deref(), load_from.as_deref(), hooks);
@@ -129,8 +132,8 @@ pub fn train(cfg: &Config, mut opts: TrainOptions) -> Result<TrainReport> {
     let ModelConfig::ImageClassifier(model_cfg) = model_cfg else { unreachable!("not a detector") };
     let data: ClsDataConfig = cfg.section("data")?;
     let setup = ClsSetup::new(&data, model_cfg.num_classes).with_context(|| crate::config::config_file(cfg))?;
-    let net =
-        ImageClassifier::new(&model_cfg, ParamStore::new(&Device::Cpu, seed), seed).context("building the model")?;
+    let net = ImageClassifier::new(&model_cfg, ParamStore::new(&device, seed), seed).context("building the model")?;
+    net.params().set_autocast(autocast);
     let mut task = setup.into_task(net, seed)?;
     fit(&mut task, cfg, &dir, sections, resume.as_deref(), load_from.as_deref(), hooks)
 }
@@ -154,6 +157,10 @@ fn fit<T: TrainTask>(
     let mut trainer = Trainer::new(sections.runner, dir, optimizer, schedule)
         .with_config_text(config_text.clone())
         .with_hook(Box::new(WriteConfig { text: config_text }));
+    let loss_scale = crate::mixed_precision::mixed_precision(cfg)?.and_then(|p| p.loss_scale);
+    if let (Some(mode), false) = (loss_scale, task.params().device().is_cpu()) {
+        trainer = trainer.with_hook(Box::new(LossScaleHook::new(mode)));
+    }
     for h in hooks {
         trainer = trainer.with_hook(h);
     }

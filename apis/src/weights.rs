@@ -3,16 +3,19 @@
 //! tolerantly for the initial weights of a fine-tune (`load_from`, `--load-from`).
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use nextdet_backbones::weights::{describe_non_finite, load_checkpoint};
 use nextdet_engine::config::Config;
 use nextdet_models::{build_model, Model};
 use nextdet_ops::ParamStore;
 use std::path::Path;
 
-/// Builds the config's model on the CPU, parameters initialised from `seed`.
+/// Builds the config's model on its `device` (the CPU by default), parameters initialised from
+/// `seed`.
 pub fn build(cfg: &Config, seed: u64) -> Result<Model> {
-    build_model(&crate::config::model_config(cfg)?, &Device::Cpu, seed).context("building the model")
+    let device = crate::device::config_device(cfg)?;
+    let model = build_model(&crate::config::model_config(cfg)?, &device, seed).context("building the model")?;
+    model.params().set_autocast(crate::mixed_precision::autocast_for(cfg, &device)?);
+    Ok(model)
 }
 
 /// Loads `path` into `params`, every tensor of the model and nothing else; notes (a stripped

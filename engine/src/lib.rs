@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod layer_decay;
+pub mod loss_scale;
 pub mod optim;
 pub mod plot;
 pub mod schedule;

@@ -28,7 +28,7 @@ pub fn soft_target_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Te
     if n == 0 {
         bail!("soft_target_cross_entropy: empty batch");
     }
-    let targets = targets.to_dtype(logits.dtype())?.detach();
+    let targets = targets.to_dtype(logits.dtype())?.to_device(logits.device())?.detach();
     let per_row = (log_softmax_rows(logits)? * targets)?.sum(1)?.neg()?;
     per_row.mean_all()
 }

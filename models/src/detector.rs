@@ -11,6 +11,7 @@ use nextdet_heads::roi::{RoiHead, RoiHeadConfig, RoiHeadType, DUMMY_ROIS};
 use nextdet_heads::rpn::{RpnHead, RpnHeadConfig};
 use nextdet_heads::{ImageMeta, ImageTargets, InstanceResult};
 use nextdet_necks::fpn::{Fpn, FpnConfig};
+use nextdet_ops::autocast::Autocast;
 use nextdet_ops::{Losses, ParamStore};
 use rand::rngs::StdRng;
 use serde::Deserialize;
@@ -94,9 +95,11 @@ impl TwoStageDetector {
         Ok(Self { backbone, neck, rpn, roi, kind, params })
     }
 
-    /// The FPN levels of a batch.
+    /// The FPN levels of a batch, computed on the parameters' device (the images are moved
+    /// there) in their autocast dtype.
     fn features(&self, images: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let feats = self.backbone.forward(images, train)?;
+        let _autocast = Autocast::enable(self.params.autocast())?;
+        let feats = self.backbone.forward(&images.to_device(self.params.device())?, train)?;
         self.neck.forward(&feats)
     }
 
@@ -121,7 +124,8 @@ impl TwoStageDetector {
     /// (the backbone's, at 800x1333, are most of the memory).
     pub fn predict(&self, images: &Tensor, metas: &[ImageMeta]) -> Result<Vec<InstanceResult>> {
         let detach_all = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.detach()).collect::<Vec<_>>();
-        let feats = detach_all(self.backbone.forward(images, false)?);
+        let _autocast = Autocast::enable(self.params.autocast())?;
+        let feats = detach_all(self.backbone.forward(&images.to_device(self.params.device())?, false)?);
         let feats = detach_all(self.neck.forward(&feats)?);
         let rpn_out = self.rpn.forward(&feats)?.detach();
         let proposals = self.rpn.proposals(&rpn_out, metas, &self.rpn.config().test_proposals)?;

@@ -8,6 +8,7 @@
 use candle_core::{Result, Tensor};
 use nextdet_analysis::{CostTree, Shape};
 use nextdet_backbones::{build_classifier, BackboneConfig, Classifier};
+use nextdet_ops::autocast::Autocast;
 use nextdet_ops::ParamStore;
 use serde::Deserialize;
 
@@ -61,9 +62,12 @@ impl ImageClassifier {
         Ok(Self { net, params })
     }
 
-    /// `images: [N, 3, H, W]`, normalized, to logits `[N, num_classes]`.
+    /// `images: [N, 3, H, W]`, normalized, to logits `[N, num_classes]`, computed on the
+    /// parameters' device (the images are moved there) in their autocast dtype
+    /// ([`ParamStore::set_autocast`]).
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        self.net.forward(images, train)
+        let _autocast = Autocast::enable(self.params.autocast())?;
+        self.net.forward(&images.to_device(self.params.device())?, train)
     }
 
     /// Number of classes.

@@ -56,8 +56,12 @@ struct Fixture {
     cascade: Expected,
 }
 
+/// The repository root (`NEXTDET_REPO` for a test binary run from another checkout).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("NEXTDET_REPO") {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
 }
 
 fn fixture_dir() -> PathBuf {
@@ -87,13 +91,14 @@ fn input_batch() -> Tensor {
     x.unsqueeze(0).unwrap()
 }
 
-/// The detector of `config` with the fixture's weights (`roi_file` holds `roi_head.*`).
-fn detector(config: &str, cascade: bool, roi_file: &str) -> TwoStageDetector {
+/// The detector of `config` with the fixture's weights (`roi_file` holds `roi_head.*`), on
+/// `device`.
+fn detector(config: &str, cascade: bool, roi_file: &str, device: &Device) -> TwoStageDetector {
     let cfg = Config::from_file(root().join("tests/configs").join(config)).expect("config loads");
     let model: ModelConfig = cfg.section("model").expect("model section");
     let (two_stage, kind) = model.detector().unwrap_or_else(|| panic!("{config}: not a detector"));
     assert_eq!(kind == DetectorType::CascadeRCNN, cascade, "{config}: unexpected model type");
-    let det = TwoStageDetector::new(two_stage, kind, ParamStore::new(&Device::Cpu, 0), 0).expect("detector builds");
+    let det = TwoStageDetector::new(two_stage, kind, ParamStore::new(device, 0), 0).expect("detector builds");
     let mut weights = load("common.safetensors");
     weights.extend(load(roi_file));
     let report = det.params().load(&weights).expect("load");
@@ -160,9 +165,9 @@ fn compare(name: &str, got: &InstanceResult, want: &Expected, meta: &Meta) {
     );
 }
 
-fn run(config: &str, cascade: bool, roi_file: &str, pick: impl Fn(&Fixture) -> &Expected) {
+fn run(config: &str, cascade: bool, roi_file: &str, pick: impl Fn(&Fixture) -> &Expected, device: &Device) {
     let fx = fixture();
-    let det = detector(config, cascade, roi_file);
+    let det = detector(config, cascade, roi_file, device);
     assert!(det.with_masks());
     let meta = ImageMeta {
         img_size: fx.meta.img_size,
@@ -178,10 +183,31 @@ fn run(config: &str, cascade: bool, roi_file: &str, pick: impl Fn(&Fixture) -> &
 
 #[test]
 fn mask_rcnn_matches_torch_reference() {
-    run("detector_tiny_mask_rcnn.yaml", false, "mask_rcnn.safetensors", |f| &f.mask_rcnn);
+    run("detector_tiny_mask_rcnn.yaml", false, "mask_rcnn.safetensors", |f| &f.mask_rcnn, &Device::Cpu);
 }
 
 #[test]
 fn cascade_mask_rcnn_matches_torch_reference() {
-    run("detector_tiny_cascade.yaml", true, "cascade.safetensors", |f| &f.cascade);
+    run("detector_tiny_cascade.yaml", true, "cascade.safetensors", |f| &f.cascade, &Device::Cpu);
+}
+
+/// The device `NEXTDET_TEST_DEVICE` names: `cuda`, `cuda:N` or `cpu`.
+fn test_device() -> Device {
+    let spec = std::env::var("NEXTDET_TEST_DEVICE").expect("set NEXTDET_TEST_DEVICE to cuda, cuda:N or cpu");
+    match spec.strip_prefix("cuda") {
+        None => Device::Cpu,
+        Some("") => Device::new_cuda(0).expect("CUDA device 0"),
+        Some(n) => Device::new_cuda(n.trim_start_matches(':').parse().expect("cuda:N")).expect("the CUDA device"),
+    }
+}
+
+/// The same inference with the model on a GPU (the CUDA kernels and the device-generic ops),
+/// held to the same tolerances. Ignored by default: `tools/gpu-check.sh` runs it with
+/// `NEXTDET_TEST_DEVICE=cuda`.
+#[test]
+#[ignore = "needs NEXTDET_TEST_DEVICE (a GPU machine: tools/gpu-check.sh)"]
+fn mask_rcnn_matches_torch_reference_on_test_device() {
+    let device = test_device();
+    run("detector_tiny_mask_rcnn.yaml", false, "mask_rcnn.safetensors", |f| &f.mask_rcnn, &device);
+    run("detector_tiny_cascade.yaml", true, "cascade.safetensors", |f| &f.cascade, &device);
 }

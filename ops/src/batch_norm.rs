@@ -42,6 +42,9 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
     if c == 0 {
         bail!("batch_norm_train: input {:?} has no channels", x.dims());
     }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::batch_norm_train(x, weight, bias, eps);
+    }
     let geom = Geom { n, c, spatial };
     let x = x.contiguous()?;
     let packed = x.apply_op1_no_bwd(&ChannelStats { geom })?.to_vec1::<f32>()?;

@@ -21,6 +21,9 @@ pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if bias.dims() != [d] {
         bail!("bias_add: bias {:?} does not fit last dim {d} of {:?}", bias.dims(), x.dims());
     }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::bias_add(x, bias);
+    }
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
 }
 
@@ -98,6 +101,9 @@ impl CustomOp1 for ColumnSum {
 
 /// `max(x, 0)`, differentiable (gradient 0 at 0 and below, as PyTorch).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::relu(x);
+    }
     x.contiguous()?.apply_op1(Relu)
 }
 

@@ -32,6 +32,9 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
         bail!("conv2d: input {:?} too small for kernel {kh}, padding {padding}, stride {stride}", x.dims());
     }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::conv2d(x, weight, bias, stride, padding);
+    }
     let op = Conv2dOp { stride, padding };
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     match bias {

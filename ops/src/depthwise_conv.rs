@@ -16,6 +16,13 @@ pub fn depthwise_conv2d_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Resu
     if x.elem_count() == 0 {
         return x.zeros_like();
     }
+    #[cfg(feature = "cuda")]
+    if crate::generic::cuda_f32(x) {
+        return crate::cuda::depthwise_conv2d_nhwc(x, weight, bias);
+    }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::depthwise_conv2d_nhwc(x, weight, bias);
+    }
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, DepthwiseConv { norm_eps: None })
 }
 
@@ -43,12 +50,20 @@ pub fn depthwise_conv2d_layer_norm_nhwc(
     if x.elem_count() == 0 {
         return x.zeros_like();
     }
+    #[cfg(feature = "cuda")]
+    if crate::generic::cuda_f32(x) {
+        let y = crate::cuda::depthwise_conv2d_nhwc(x, weight, bias)?;
+        return crate::generic::layer_norm(&y, norm_weight, norm_bias, eps);
+    }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::depthwise_conv2d_layer_norm_nhwc(x, weight, bias, norm_weight, norm_bias, eps);
+    }
     let params = Tensor::stack(&[bias, norm_weight, norm_bias], 0)?;
     x.contiguous()?.apply_op3(&weight.contiguous()?, &params, DepthwiseConv { norm_eps: Some(eps as f32) })
 }
 
 /// Checks a `[C, 1, k, k]` weight (odd square `k`) and `[C]` bias against `c` channels.
-fn check_weight(c: usize, weight: &Tensor, bias: &Tensor) -> Result<()> {
+pub(crate) fn check_weight(c: usize, weight: &Tensor, bias: &Tensor) -> Result<()> {
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 || kh != kw || kh % 2 == 0 {
         bail!("depthwise_conv2d: weight {:?} does not fit {c} channels with an odd square kernel", weight.dims());

@@ -14,6 +14,9 @@ pub fn drop_path(x: &Tensor, p: f64, training: bool, rng: &mut impl Rng) -> Resu
         return Ok(x.clone());
     }
     let scales = drop_path_scales(x.dim(0)?, p, rng);
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::drop_path_scaled(x, &scales);
+    }
     x.contiguous()?.apply_op1(SampleScale { scales })
 }
 

@@ -14,6 +14,9 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if bias.dims() != [d] {
         bail!("bias_gelu: bias {:?} does not fit last dim {d}", bias.dims());
     }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::bias_gelu(x, bias);
+    }
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
 }
 

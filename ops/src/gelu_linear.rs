@@ -42,6 +42,9 @@ fn apply(h: &Tensor, bias: &Tensor, weight: &Tensor, chunking: Chunking) -> Resu
     if bias.dims() != [k] {
         bail!("gelu_linear: bias {:?} does not fit the weight's {k} input features", bias.dims());
     }
+    if !crate::generic::fast_cpu(h) {
+        return crate::generic::gelu_linear(h, bias, weight);
+    }
     let rows = dims[..dims.len() - 1].iter().product::<usize>();
     let y = h.contiguous()?.reshape((rows, k))?.apply_op3(
         &bias.contiguous()?,

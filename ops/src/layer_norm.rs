@@ -16,6 +16,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     if weight.dims() != [d] || bias.dims() != [d] {
         bail!("layer_norm: weight {:?} / bias {:?} do not fit last dim {d}", weight.dims(), bias.dims());
     }
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::layer_norm(x, weight, bias, eps);
+    }
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
 }
 

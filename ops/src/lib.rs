@@ -11,13 +11,17 @@
 
 #![deny(missing_docs)]
 
+pub mod autocast;
 pub mod batch_norm;
 pub mod bias_relu;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise_conv;
 pub mod drop_path;
 pub mod gelu;
 mod gemm;
+pub mod generic;
 pub use gemm::{bf16_supported, inference_precision, set_inference_precision, PackedWeight, Precision};
 pub mod layer_norm;
 pub mod linear;

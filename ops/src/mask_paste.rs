@@ -68,7 +68,7 @@ impl MaskWindow {
     /// mmdet's `skip_empty` window for `box = [x0, y0, x1, y1]` in an `height x width` image,
     /// clamped into the image (mmdet does not clamp `x0_int` at `W`; a window starting past
     /// the image is empty here). A box with a non-finite coordinate gets an empty window.
-    fn for_box(b: [f32; 4], height: usize, width: usize) -> Self {
+    pub(crate) fn for_box(b: [f32; 4], height: usize, width: usize) -> Self {
         if !b.iter().all(|v| v.is_finite()) {
             return MaskWindow::default();
         }
@@ -197,6 +197,10 @@ pub fn paste_masks(
     image_size: (usize, usize),
     threshold: f32,
 ) -> Result<Vec<BinaryMask>> {
+    #[cfg(feature = "cuda")]
+    if masks.device().is_cuda() && masks.dtype().is_float() && boxes.dtype().is_float() {
+        return crate::cuda::paste_masks(masks, boxes, image_size, threshold);
+    }
     let input = PasteInput::new("paste_masks", masks, boxes)?;
     Ok((0..input.k)
         .into_par_iter()

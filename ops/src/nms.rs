@@ -82,7 +82,7 @@ fn sort_subset(scores: &[f32], members: impl Iterator<Item = usize>) -> Vec<usiz
 
 /// The largest `f32` not above `thr`: `ovr > thr` (an `f32` compared as `f64`, as torchvision
 /// does) is then the same test as `ovr > f32_floor(thr)` entirely in `f32`.
-fn f32_floor(thr: f64) -> f32 {
+pub(crate) fn f32_floor(thr: f64) -> f32 {
     let t = thr as f32;
     if (t as f64) > thr {
         f32::from_bits(if t > 0.0 {
@@ -461,6 +461,10 @@ pub fn nms_slices_sweep(xyxy: &[f32], scores: &[f32], iou_thr: f64) -> Result<Ve
 /// semantics (torchvision's CPU `nms`).
 pub fn nms(boxes: &Boxes, scores: &Tensor, iou_thr: f64) -> Result<Vec<usize>> {
     let s = scores_vec("nms", scores, boxes.len())?;
+    #[cfg(feature = "cuda")]
+    if boxes.tensor().device().is_cuda() {
+        return crate::cuda::nms_sorted(boxes.tensor(), &argsort_descending(&s), f32_floor(iou_thr));
+    }
     nms_slices(&boxes.to_vec()?, &s, iou_thr)
 }
 
@@ -525,6 +529,19 @@ pub fn batched_nms(boxes: &Boxes, scores: &Tensor, idxs: &Tensor, opts: &Batched
         &[m] if m == n => idxs.to_dtype(DType::I64)?.to_vec1::<i64>()?,
         dims => bail!("batched_nms: idxs must be [{n}] to match the boxes, got {dims:?}"),
     };
+    #[cfg(feature = "cuda")]
+    if boxes.tensor().device().is_cuda() && n > 0 && n < opts.split_thr {
+        // The one-pass path with the offsets added on the device, as the host path adds them.
+        let xyxy = boxes.tensor().to_dtype(DType::F32)?;
+        let shifted = if opts.class_agnostic {
+            xyxy
+        } else {
+            let step = (xyxy.flatten_all()?.max(0)? + 1.0)?;
+            let ids = Tensor::from_iter(ids.iter().map(|&id| id as f32), xyxy.device())?;
+            xyxy.broadcast_add(&ids.broadcast_mul(&step)?.unsqueeze(1)?)?
+        };
+        return crate::cuda::nms_sorted(&shifted, &argsort_descending(&s), f32_floor(opts.iou_thr));
+    }
     batched_nms_slices(&boxes.to_vec()?, &s, &ids, opts)
 }
 

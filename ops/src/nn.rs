@@ -4,7 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::params::{Init, Scope};
+use crate::autocast::Autocast;
+use crate::params::{Init, ParamStore, Scope};
 
 /// Xavier-uniform init for a layer with these fans (mmdetection's `xavier_init(distribution='uniform')`).
 pub fn xavier_uniform(fan_in: usize, fan_out: usize) -> Init {
@@ -16,12 +17,14 @@ pub fn kaiming_normal_fan_out(fan_out: usize) -> Init {
     Init::Normal { std: (2.0 / fan_out as f64).sqrt() }
 }
 
-/// PyTorch's `nn.Conv2d` with a bias: `weight: [out, in, k, k]`, `bias: [out]`, NCHW.
+/// PyTorch's `nn.Conv2d` with a bias: `weight: [out, in, k, k]`, `bias: [out]`, NCHW. Runs in
+/// its store's autocast dtype ([`ParamStore::set_autocast`]).
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
     padding: usize,
+    store: ParamStore,
 }
 
 impl Conv2d {
@@ -50,13 +53,14 @@ impl Conv2d {
         init: Init,
     ) -> Result<Self> {
         let weight = scope.param("weight", (out, inp, k, k), init)?;
-        Ok(Self { weight, bias: None, stride, padding })
+        Ok(Self { weight, bias: None, stride, padding, store: scope.store().clone() })
     }
 
     /// `[N, inp, H, W]` to `[N, out, H', W']`, through [`crate::conv2d::conv2d`] (im2col and
     /// gemm with the bias fused, and a hand-written backward: several times faster than
     /// candle's `conv2d`, above all in training).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _autocast = Autocast::enable(self.store.autocast())?;
         crate::conv2d::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
@@ -71,10 +75,12 @@ impl Conv2d {
     }
 }
 
-/// PyTorch's `nn.Linear`: `weight: [out, in]`, `bias: [out]`.
+/// PyTorch's `nn.Linear`: `weight: [out, in]`, `bias: [out]`. Runs in its store's autocast
+/// dtype ([`ParamStore::set_autocast`]).
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    store: ParamStore,
     /// The weight packed for inference, with the [`crate::weights_generation`] it was packed at.
     packed: std::sync::Mutex<Option<(u64, std::sync::Arc<crate::PackedWeight>)>>,
 }
@@ -85,6 +91,7 @@ impl Linear {
         Ok(Self {
             weight: scope.param("weight", (out, inp), init)?,
             bias: scope.param("bias", out, Init::Const(0.0))?,
+            store: scope.store().clone(),
             packed: std::sync::Mutex::new(None),
         })
     }
@@ -92,6 +99,7 @@ impl Linear {
     /// `x @ weight^T` without the bias, on `[..., in]` (for callers that fuse the bias into the
     /// next step, as the ConvNeXt block does).
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        let _autocast = Autocast::enable(self.store.autocast())?;
         crate::linear_no_bias(x, &self.weight)
     }
 

@@ -50,6 +50,7 @@ struct Inner {
     rng: StdRng,
     /// Every parameter zeros instead of its `Init` (see [`ParamStore::zeros`]).
     zeros: bool,
+    autocast: Option<DType>,
 }
 
 /// The parameters of one model, shared by the model's layers. Cheap to clone.
@@ -124,7 +125,7 @@ impl ParamStore {
     /// An empty store on `device` whose initialisations draw from `seed`.
     pub fn new(device: &Device, seed: u64) -> Self {
         let inner =
-            Inner { entries: Vec::new(), index: HashMap::new(), rng: StdRng::seed_from_u64(seed), zeros: false };
+            Inner { entries: Vec::new(), index: HashMap::new(), rng: StdRng::seed_from_u64(seed), zeros: false, autocast: None };
         Self { inner: Arc::new(Mutex::new(inner)), device: device.clone() }
     }
 
@@ -145,6 +146,19 @@ impl ParamStore {
     /// The device the parameters live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Mixed precision for the model these parameters belong to: the dtype its dense
+    /// convolutions and matrix multiplies compute in on the device-generic paths (`None`, the
+    /// default: the parameters' `f32`). The parameters themselves stay `f32`; see
+    /// [`crate::autocast`].
+    pub fn set_autocast(&self, dtype: Option<DType>) {
+        self.inner.lock().expect("param store lock").autocast = dtype;
+    }
+
+    /// The dtype set by [`ParamStore::set_autocast`].
+    pub fn autocast(&self) -> Option<DType> {
+        self.inner.lock().expect("param store lock").autocast
     }
 
     /// `(name, var)` of every trainable parameter, in creation order.

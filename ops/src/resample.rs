@@ -32,6 +32,9 @@ use std::sync::Arc;
 pub fn resize_nearest(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
     let (_, _, h, w) = check_nchw("resize_nearest", x)?;
     check_size("resize_nearest", size)?;
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::resize_nearest(x, size);
+    }
     let op = Resample::new("resize-nearest", Taps::nearest(h, size.0), Taps::nearest(w, size.1));
     x.contiguous()?.apply_op1(op)
 }
@@ -42,6 +45,9 @@ pub fn resize_nearest(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
 /// pixels, the others get zero.
 pub fn subsample_stride2(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = check_nchw("subsample_stride2", x)?;
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::subsample_stride2(x);
+    }
     let op = Resample::new("subsample-stride2", Taps::stride2(h), Taps::stride2(w));
     x.contiguous()?.apply_op1(op)
 }
@@ -57,12 +63,15 @@ pub fn subsample_stride2(x: &Tensor) -> Result<Tensor> {
 pub fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
     let (_, _, h, w) = check_nchw("resize_bilinear", x)?;
     check_size("resize_bilinear", size)?;
+    if !crate::generic::fast_cpu(x) {
+        return crate::generic::resize_bilinear(x, size);
+    }
     let op = Resample::new("resize-bilinear", Taps::bilinear(h, size.0), Taps::bilinear(w, size.1));
     x.contiguous()?.apply_op1(op)
 }
 
 /// The `(N, C, H, W)` of a rank-4 tensor with non-empty spatial dimensions.
-fn check_nchw(op: &str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+pub(crate) fn check_nchw(op: &str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     let Ok((n, c, h, w)) = x.dims4() else {
         bail!("{op}: expected an [N, C, H, W] tensor, got shape {:?}", x.dims());
     };
@@ -72,7 +81,7 @@ fn check_nchw(op: &str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     Ok((n, c, h, w))
 }
 
-fn check_size(op: &str, (h, w): (usize, usize)) -> Result<()> {
+pub(crate) fn check_size(op: &str, (h, w): (usize, usize)) -> Result<()> {
     if h == 0 || w == 0 {
         bail!("{op}: output size {h}x{w} must be non-empty");
     }
@@ -82,16 +91,16 @@ fn check_size(op: &str, (h, w): (usize, usize)) -> Result<()> {
 /// How one axis of the output reads the input: output index `d` is
 /// `w0[d] * in[i0[d]] + w1[d] * in[i1[d]]`, or just `in[i0[d]]` when `single`.
 #[derive(Debug, Clone, PartialEq)]
-struct Taps {
+pub(crate) struct Taps {
     /// Input length along the axis.
-    input: usize,
-    i0: Vec<usize>,
-    i1: Vec<usize>,
-    w0: Vec<f32>,
-    w1: Vec<f32>,
+    pub(crate) input: usize,
+    pub(crate) i0: Vec<usize>,
+    pub(crate) i1: Vec<usize>,
+    pub(crate) w0: Vec<f32>,
+    pub(crate) w1: Vec<f32>,
     /// One tap of weight one per output index (nearest, stride): a plain copy, which also keeps
     /// non-finite values out of other pixels (`0 * inf` would be NaN).
-    single: bool,
+    pub(crate) single: bool,
 }
 
 impl Taps {
@@ -102,18 +111,18 @@ impl Taps {
 
     /// PyTorch's `nearest_neighbor_compute_source_index` with the `f32` scale of
     /// `compute_scales_value` (no scale given).
-    fn nearest(input: usize, output: usize) -> Self {
+    pub(crate) fn nearest(input: usize, output: usize) -> Self {
         let scale = input as f32 / output as f32;
         let idx = (0..output).map(|d| ((d as f32 * scale).floor() as usize).min(input - 1)).collect();
         Taps::single(input, idx)
     }
 
-    fn stride2(input: usize) -> Self {
+    pub(crate) fn stride2(input: usize) -> Self {
         Taps::single(input, (0..input.div_ceil(2)).map(|d| 2 * d).collect())
     }
 
     /// PyTorch's `compute_source_index_and_lambda` (align_corners=False, not cubic), in `f32`.
-    fn bilinear(input: usize, output: usize) -> Self {
+    pub(crate) fn bilinear(input: usize, output: usize) -> Self {
         if input == output {
             return Taps::single(input, (0..output).collect());
         }

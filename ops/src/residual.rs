@@ -44,6 +44,15 @@ pub fn layer_scale_drop_path_residual(
             bail!("layer_scale_residual: {} sample scales for {samples} samples", s.len());
         }
     }
+    if !crate::generic::fast_cpu(y) {
+        return crate::generic::layer_scale_drop_path_residual(
+            y,
+            bias,
+            Some(gamma),
+            shortcut,
+            sample_scales.as_deref(),
+        );
+    }
     let bias_gamma = Tensor::stack(&[bias, gamma], 0)?;
     let op = LayerScaleResidual {
         scales: SampleScales { rows_per_sample: y.elem_count() / d.max(1) / samples.max(1), scales: sample_scales },

@@ -55,6 +55,13 @@ impl RoiAlign {
     }
 
     fn apply(&self, features: &Tensor, rois: &Tensor, nhwc: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if crate::generic::cuda_f32(features) {
+            return crate::cuda::roi_align(self, features, rois, nhwc);
+        }
+        if !crate::generic::fast_cpu(features) {
+            return crate::generic::roi_align(self, features, rois, nhwc);
+        }
         let params = Params::check(self)?;
         if features.rank() != 4 {
             bail!("roi_align: features must be [N, C, H, W] (or [N, H, W, C]), got {:?}", features.dims());
@@ -98,16 +105,16 @@ pub fn roi_align_nhwc(
 
 /// Checked settings of one call.
 #[derive(Debug, Clone, Copy)]
-struct Params {
-    ph: usize,
-    pw: usize,
-    scale: f32,
-    sampling: usize,
-    aligned: bool,
+pub(crate) struct Params {
+    pub(crate) ph: usize,
+    pub(crate) pw: usize,
+    pub(crate) scale: f32,
+    pub(crate) sampling: usize,
+    pub(crate) aligned: bool,
 }
 
 impl Params {
-    fn check(layer: &RoiAlign) -> Result<Self> {
+    pub(crate) fn check(layer: &RoiAlign) -> Result<Self> {
         let (ph, pw) = layer.output_size;
         if ph == 0 || pw == 0 {
             bail!("roi_align: output size must be positive, got {:?}", layer.output_size);
@@ -127,22 +134,22 @@ impl Params {
         Ok(Self { ph, pw, scale: layer.spatial_scale, sampling: layer.sampling_ratio, aligned: layer.aligned })
     }
 
-    fn bins(&self) -> usize {
+    pub(crate) fn bins(&self) -> usize {
         self.ph * self.pw
     }
 }
 
 /// Feature map geometry.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+pub(crate) struct Dims {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
 }
 
 impl Dims {
-    fn of(shape: &Shape, nhwc: bool) -> Result<Self> {
+    pub(crate) fn of(shape: &Shape, nhwc: bool) -> Result<Self> {
         let (a, b, c, d) = shape.dims4()?;
         Ok(if nhwc { Self { n: a, h: b, w: c, c: d } } else { Self { n: a, c: b, h: c, w: d } })
     }
@@ -164,7 +171,7 @@ const MAX_GRID: f32 = 65536.0;
 
 /// Checks every RoI row: a batch index that is an integer in `0..n`, finite coordinates, and
 /// a sampling grid of at most `MAX_GRID` per axis.
-fn check_rois(rois: &[f32], n: usize, p: &Params) -> Result<()> {
+pub(crate) fn check_rois(rois: &[f32], n: usize, p: &Params) -> Result<()> {
     for (k, roi) in rois.chunks_exact(5).enumerate() {
         let b = roi[0];
         if !(b >= 0.0 && b.fract() == 0.0 && (b as usize) < n) {
@@ -206,19 +213,19 @@ fn tap(v: f32, size: usize) -> Option<Tap> {
 
 /// Where one RoI samples: its image, the per-axis taps of every sample row and column, and
 /// the divisor of each bin.
-struct RoiPlan {
-    batch: usize,
-    grid_h: usize,
-    grid_w: usize,
+pub(crate) struct RoiPlan {
+    pub(crate) batch: usize,
+    pub(crate) grid_h: usize,
+    pub(crate) grid_w: usize,
     /// `ph * grid_h` row taps, bin-major.
     ys: Vec<Option<Tap>>,
     /// `pw * grid_w` column taps, bin-major.
     xs: Vec<Option<Tap>>,
-    count: f32,
+    pub(crate) count: f32,
 }
 
 impl RoiPlan {
-    fn new(roi: &[f32], p: &Params, d: &Dims) -> Self {
+    pub(crate) fn new(roi: &[f32], p: &Params, d: &Dims) -> Self {
         let offset = if p.aligned { 0.5 } else { 0.0 };
         let start_w = roi[1] * p.scale - offset;
         let start_h = roi[2] * p.scale - offset;
@@ -256,7 +263,7 @@ impl RoiPlan {
 
     /// Appends the samples of bin `(by, bx)` that fall on the map to `out`, with the pixel
     /// offsets (`y * w + x`) of their four taps.
-    fn bin_samples(&self, by: usize, bx: usize, w: usize, out: &mut Vec<Sample>) {
+    pub(crate) fn bin_samples(&self, by: usize, bx: usize, w: usize, out: &mut Vec<Sample>) {
         let ys = &self.ys[by * self.grid_h..][..self.grid_h];
         let xs = &self.xs[bx * self.grid_w..][..self.grid_w];
         for ty in ys.iter().flatten() {
@@ -274,9 +281,9 @@ impl RoiPlan {
 
 /// One bilinear sample: offsets and weights of its four taps.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    off: [usize; 4],
-    w: [f32; 4],
+pub(crate) struct Sample {
+    pub(crate) off: [usize; 4],
+    pub(crate) w: [f32; 4],
 }
 
 multiversion! {

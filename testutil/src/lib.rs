@@ -8,9 +8,18 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The repository's root: `NEXTDET_REPO` when set (a test binary built on one machine and run
+/// from another checkout, as `tools/gpu-check.sh` does), else where this crate was built.
+pub fn repo_root() -> PathBuf {
+    match std::env::var_os("NEXTDET_REPO") {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
+
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    repo_root().join("tests/fixtures")
 }
 
 /// The tensors of the safetensors fixture `tests/fixtures/<rel>` on the CPU.

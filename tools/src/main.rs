@@ -43,12 +43,25 @@ struct Cli {
     command: Command,
 }
 
-/// `--cfg-options a.b.c=value ...`: overrides of config keys (YAML values).
+/// `--cfg-options a.b.c=value ...` and `--device`: overrides of config keys (YAML values).
 #[derive(clap::Args)]
 struct Overrides {
     /// Overrides `a.b.c=value` (YAML scalars or lists).
     #[arg(long, num_args = 1..)]
     cfg_options: Vec<String>,
+    /// Where the model runs: `cpu`, `cuda` or `cuda:N` (the config's `device`, default cpu;
+    /// CUDA needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl Overrides {
+    /// The `--cfg-options` with `--device` last, as `device=...`.
+    fn all(&self) -> Vec<String> {
+        let mut all = self.cfg_options.clone();
+        all.extend(self.device.iter().map(|d| format!("device={d}")));
+        all
+    }
 }
 
 #[derive(Subcommand)]
@@ -333,7 +346,7 @@ fn main() {
 /// Runs a command; the exit status on success.
 fn run(command: Command, precision: Option<String>) -> Result<i32> {
     let load = |config: &PathBuf, o: &Overrides| {
-        let mut overrides = o.cfg_options.clone();
+        let mut overrides = o.all();
         overrides.extend(precision.iter().map(|p| format!("precision={p}")));
         nextdet_apis::load_config(config, &overrides)
     };

@@ -327,6 +327,10 @@ fn run_epochs<T: TrainTask>(
             // the last group of an epoch may be short: divide by its real size, as mmcv does
             let group_start = iter / accumulate * accumulate;
             let group_len = accumulate.min(iters - group_start);
+            let total = match state.step.loss_scale {
+                Some(scale) => (total * scale)?,
+                None => total,
+            };
             let grads = (total / group_len as f64)?.backward()?;
             drop(losses);
             pending = Some(match pending.take() {

@@ -34,6 +34,9 @@ pub struct StepRecord {
     pub grad_norm: Option<f64>,
     /// Whether this iteration ended with an optimizer step.
     pub stepped: bool,
+    /// The factor the loss is multiplied by before the backward pass (f16 loss scaling, set by
+    /// [`crate::loss_scale::LossScaleHook`]); `None` is 1.
+    pub loss_scale: Option<f64>,
 }
 
 /// The state of a run, owned by the loop and handed to every hook.
