@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 fn main() -> Result<()> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [config, checkpoint, folder] = args.as_slice() else { bail!("usage: precision_drift CONFIG CHECKPOINT FOLDER") };
+    let [config, checkpoint, folder] = args.as_slice() else {
+        bail!("usage: precision_drift CONFIG CHECKPOINT FOLDER")
+    };
     if !nextdet_ops::bf16_supported() {
         bail!("this CPU has no AVX-512 BF16: bf16 inference would run in f32, so there is nothing to compare");
     }
@@ -55,7 +57,11 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             collect_images(&path, out)?;
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")) {
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        {
             out.push(path);
         }
     }

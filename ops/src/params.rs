@@ -124,8 +124,13 @@ pub fn weights_generation() -> u64 {
 impl ParamStore {
     /// An empty store on `device` whose initialisations draw from `seed`.
     pub fn new(device: &Device, seed: u64) -> Self {
-        let inner =
-            Inner { entries: Vec::new(), index: HashMap::new(), rng: StdRng::seed_from_u64(seed), zeros: false, autocast: None };
+        let inner = Inner {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+            zeros: false,
+            autocast: None,
+        };
         Self { inner: Arc::new(Mutex::new(inner)), device: device.clone() }
     }
 
