@@ -82,6 +82,7 @@ enum Command {
         images: Vec<PathBuf>,
         #[arg(long, default_value_t = 5)]
         topk: usize,
+        /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -105,6 +106,7 @@ enum Command {
         /// Detectors: the score threshold for `--show-dir`.
         #[arg(long, default_value_t = 0.3)]
         show_score_thr: f32,
+        /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
         /// `mpi`: one rank of an MPI job (`tools/dist_test.sh`); default: MPI when the
@@ -131,6 +133,7 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -150,6 +153,7 @@ enum Command {
         /// (all of fvcore's default handles), `fvcore-conv-matmul` or `mmcv`.
         #[arg(long, value_enum, default_value = "paper")]
         counter: CounterArg,
+        /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -192,6 +196,7 @@ enum Command {
         /// Detections below this score are not drawn or listed.
         #[arg(long, default_value_t = 0.3)]
         score_thr: f32,
+        /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
