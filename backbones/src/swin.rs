@@ -23,7 +23,7 @@
 //! detection mode windows and shifts every stage, as the detection code does.
 //!
 //! Tensors stay channels-last (`[N, H, W, C]`). The window partition, its reverse and patch
-//! merging are one-pass row gathers ([`nextdet_ops::gather_rows`]); the attention of all windows
+//! merging are one-pass row gathers ([`nextdet_ops::gather_rows()`]); the attention of all windows
 //! and heads is one op ([`nextdet_ops::window_attention`]) with the softmax fused.
 
 use crate::config::SwinConfig;

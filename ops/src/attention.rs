@@ -6,7 +6,7 @@
 //! `softmax(q k^T * scale + bias[h] + mask[w]) v` for every group `b` and head `h`, where
 //! `w = b mod nW` (groups are window-major within an image, images one after another).
 //!
-//! Each (group, head) pair is two small matrix multiplies through [`crate::gemm`] reading `q`,
+//! Each (group, head) pair is two small matrix multiplies through the crate's GEMM entry point (`gemm`) reading `q`,
 //! `k` and `v` in place from the `qkv` rows (no permute copies), with the scale, bias, mask and
 //! softmax applied in one pass over the logits ([`crate::softmax`]). The probabilities are not
 //! kept for the backward pass: it recomputes them (one more `q k^T`, as flash attention does),

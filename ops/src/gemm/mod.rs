@@ -152,7 +152,8 @@ impl PackedWeight {
         None
     }
 
-    /// Packs a linear layer's weight `[n, k]` (`None` as [`PackedWeight::new`]).
+    /// Packs a linear layer's weight `[n, k]`: `None` for a weight that is not f32 on the CPU, or
+    /// where the CPU lacks AVX-512 (or AVX-512 BF16 for [`Precision::Bf16`]).
     pub fn from_weight(weight: &candle_core::Tensor, precision: Precision) -> candle_core::Result<Option<Self>> {
         if !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32 {
             return Ok(None);
