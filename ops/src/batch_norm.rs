@@ -25,26 +25,34 @@ pub struct BatchStats {
     pub count: usize,
 }
 
-/// `(x - mean) / sqrt(var + eps) * weight + bias` with the batch's own statistics, for
-/// `x: [N, C]` or `[N, C, H, W]` and `weight, bias: [C]`. Returns the output and the statistics
-/// (for the running averages). Differentiable in `x`, `weight` and `bias`, the statistics
-/// included, as PyTorch's training mode is. Needs at least two values per channel.
-pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+/// `(N, C, H * W)` of a training-mode batch norm's input, after checking that `weight` and
+/// `bias` are `[C]`, that the input is `[N, C]` or `[N, C, H, W]` with channels, and that each
+/// channel has more than one value. Shared by the CPU kernel and the device-generic path.
+pub(crate) fn train_geometry(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<(usize, usize, usize)> {
     let (n, c) = (x.dim(0)?, x.dim(1)?);
     if !(x.rank() == 2 || x.rank() == 4) || weight.dims() != [c] || bias.dims() != [c] {
         bail!("batch_norm_train: input {:?} with weight {:?} and bias {:?}", x.dims(), weight.dims(), bias.dims());
     }
     let spatial: usize = x.dims()[2..].iter().product();
-    let count = n * spatial;
-    if count < 2 {
+    if n * spatial < 2 {
         bail!("batch norm: training needs more than one value per channel, got input {:?}", x.dims());
     }
     if c == 0 {
         bail!("batch_norm_train: input {:?} has no channels", x.dims());
     }
+    Ok((n, c, spatial))
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` with the batch's own statistics, for
+/// `x: [N, C]` or `[N, C, H, W]` and `weight, bias: [C]`. Returns the output and the statistics
+/// (for the running averages). Differentiable in `x`, `weight` and `bias`, the statistics
+/// included, as PyTorch's training mode is. Needs at least two values per channel.
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
     if !crate::generic::fast_cpu(x) {
         return crate::generic::batch_norm_train(x, weight, bias, eps);
     }
+    let (n, c, spatial) = train_geometry(x, weight, bias)?;
+    let count = n * spatial;
     let geom = Geom { n, c, spatial };
     let x = x.contiguous()?;
     let packed = x.apply_op1_no_bwd(&ChannelStats { geom })?.to_vec1::<f32>()?;

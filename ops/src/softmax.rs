@@ -1,9 +1,10 @@
 //! Softmax and log-softmax over the last dimension, forward and backward, as one parallel pass
 //! each way: the project's softmax.
 //!
-//! candle's `softmax_last_dim` has no backward (DESIGN.md, "Known candle gaps"), and the
-//! composition `exp(x - max) / sum` is five single-threaded passes with two temporaries. Here a
-//! row is read once for its maximum and once to exponentiate, normalized in place, and the
+//! candle's `softmax_last_dim` (the `SoftmaxLastDim` op of `candle-nn/src/ops.rs`) has no
+//! backward, and the composition `exp(x - max) / sum` is five single-threaded passes with two
+//! temporaries. Here a row is read once for its maximum and once to exponentiate, normalized in
+//! place, and the
 //! backward passes read the saved output: `dx = y * (dy - <y, dy>)` for softmax and
 //! `dx = dy - exp(y) * sum(dy)` for log-softmax (`y` the forward output).
 //!

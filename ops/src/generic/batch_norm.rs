@@ -2,25 +2,15 @@
 
 use super::accumulation_dtype;
 use crate::batch_norm::BatchStats;
-use candle_core::{bail, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// [`crate::batch_norm_train`] in candle ops: `x: [N, C]` or `[N, C, H, W]` normalized with its
 /// own per-channel mean and biased variance, then `* weight + bias` (`[C]` each). Returns the
 /// output and the (detached) statistics. Autograd differentiates through the statistics, as
 /// PyTorch's training mode does. 16-bit inputs are normalized in `f32`.
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
-    let (n, c) = (x.dim(0)?, x.dim(1)?);
-    if !(x.rank() == 2 || x.rank() == 4) || weight.dims() != [c] || bias.dims() != [c] {
-        bail!("batch_norm_train: input {:?} with weight {:?} and bias {:?}", x.dims(), weight.dims(), bias.dims());
-    }
-    let spatial: usize = x.dims()[2..].iter().product();
+    let (n, c, spatial) = crate::batch_norm::train_geometry(x, weight, bias)?;
     let count = n * spatial;
-    if count < 2 {
-        bail!("batch norm: training needs more than one value per channel, got input {:?}", x.dims());
-    }
-    if c == 0 {
-        bail!("batch_norm_train: input {:?} has no channels", x.dims());
-    }
     let dtype = accumulation_dtype(x.dtype());
     // [N, C, S]: statistics over dimensions 0 and 2.
     let xf = x.to_dtype(dtype)?.reshape((n, c, spatial))?;
