@@ -365,3 +365,20 @@ fn configs_are_checked() {
 fn rngs(n: usize, seed: u64) -> Vec<StdRng> {
     (0..n as u64).map(|i| StdRng::seed_from_u64(seed + i)).collect()
 }
+
+#[test]
+fn roi_extractor_config_sets_finest_scale() {
+    use nextdet_heads::roi::RoiExtractorConfig;
+    // Side 100 RoI: level 0 at mmdet's default 56, level 1 at 28.
+    let row = [[0.0f32, 0.0, 0.0, 100.0, 100.0]];
+    let build = |extra: &str| {
+        let text = format!(r#"{{"output_size": 7, "featmap_strides": [4, 8, 16, 32]{extra}}}"#);
+        serde_json::from_str::<RoiExtractorConfig>(&text).unwrap().build(8)
+    };
+    let default = build("").unwrap();
+    assert_eq!(nextdet_ops::map_roi_levels(&row, 4, default.finest_scale), vec![0]);
+    let small = build(r#", "finest_scale": 28"#).unwrap();
+    assert_eq!(nextdet_ops::map_roi_levels(&row, 4, small.finest_scale), vec![1]);
+    let err = build(r#", "finest_scale": 0"#).unwrap_err().to_string();
+    assert!(err.contains("finest_scale"), "{err}");
+}

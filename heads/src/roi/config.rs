@@ -31,7 +31,8 @@ pub enum RoiExtractorType {
     SingleRoIExtractor,
 }
 
-/// mmdet's `SingleRoIExtractor(RoIAlign(output_size, sampling_ratio), featmap_strides)`.
+/// mmdet's `SingleRoIExtractor(RoIAlign(output_size, sampling_ratio), featmap_strides,
+/// finest_scale)`.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RoiExtractorConfig {
@@ -48,13 +49,24 @@ pub struct RoiExtractorConfig {
     /// Feature channels (derived; must match the neck when given).
     #[serde(default)]
     pub out_channels: Option<usize>,
+    /// RoIs of `sqrt(area)` below `2 * finest_scale` pool from the finest level, each doubling
+    /// moves one level up (mmdet: 56, sized for COCO objects at 1333x800).
+    #[serde(default = "finest_scale")]
+    pub finest_scale: f32,
+}
+
+fn finest_scale() -> f32 {
+    56.0
 }
 
 impl RoiExtractorConfig {
-    /// The extractor (RoIAlign aligned=True, finest scale 56).
+    /// The extractor (RoIAlign aligned=True).
     pub fn build(&self, in_channels: usize) -> Result<SingleRoiExtractor> {
         if self.featmap_strides.is_empty() || self.output_size == 0 {
             bail!("roi extractor: needs an output_size > 0 and at least one featmap stride");
+        }
+        if !(self.finest_scale.is_finite() && self.finest_scale > 0.0) {
+            bail!("roi extractor: finest_scale must be > 0, got {}", self.finest_scale);
         }
         if let Some(c) = self.out_channels {
             if c != in_channels {
@@ -64,6 +76,7 @@ impl RoiExtractorConfig {
         let RoiExtractorType::SingleRoIExtractor = self.kind;
         let mut e = SingleRoiExtractor::new((self.output_size, self.output_size), &self.featmap_strides);
         e.sampling_ratio = self.sampling_ratio;
+        e.finest_scale = self.finest_scale;
         Ok(e)
     }
 }
