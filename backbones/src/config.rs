@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+pub use crate::roadmap::config::RoadmapConfig;
+
 /// Which backbone family, chosen by the config's `type` key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type")]
@@ -17,6 +19,8 @@ pub enum BackboneConfig {
     ResNet(ResNetConfig),
     /// Swin Transformer (four stages of shifted-window attention, strides 4 to 32).
     SwinTransformer(SwinConfig),
+    /// A step of the ConvNeXt paper's roadmap from ResNet-50 to ConvNeXt-T (classification only).
+    Roadmap(RoadmapConfig),
 }
 
 /// Named ConvNeXt sizes: the paper's five and two small presets for CPU work.

@@ -1,6 +1,7 @@
 //! Backbones for nextdet: ConvNeXt (T/S/B/L/XL and small CPU presets), ConvNeXt-isotropic,
 //! ResNet-50/101 and Swin Transformer T/S/B/L, each with a classification head and a detection
-//! mode behind [`Backbone`].
+//! mode behind [`Backbone`], and the ConvNeXt paper's roadmap from ResNet-50 to ConvNeXt-T
+//! ([`roadmap`], classification only).
 //!
 //! Parameter names are those of the published checkpoints (facebookresearch ConvNeXt,
 //! torchvision ResNet, microsoft Swin-Transformer), so `weights::load_checkpoint` fills a model
@@ -14,6 +15,7 @@ pub mod isotropic;
 pub mod layers;
 mod pth;
 pub mod resnet;
+pub mod roadmap;
 pub mod swin;
 pub mod weights;
 
@@ -21,7 +23,8 @@ use candle_core::{Result, Tensor};
 use nextdet_analysis::{CostTree, Shape};
 
 pub use config::{
-    BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig, SwinArch, SwinConfig,
+    BackboneConfig, ConvNeXtArch, ConvNeXtConfig, IsotropicArch, IsotropicConfig, ResNetConfig, RoadmapConfig,
+    SwinArch, SwinConfig,
 };
 
 /// A feature extractor for detection: images in, one feature map per selected stage out.
@@ -64,6 +67,7 @@ pub fn build_backbone(cfg: &BackboneConfig, scope: &nextdet_ops::Scope, seed: u6
         }
         BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_backbone(c, scope)?),
         BackboneConfig::SwinTransformer(c) => Box::new(swin::SwinBackbone::new(c, scope, seed)?),
+        BackboneConfig::Roadmap(_) => candle_core::bail!("Roadmap is a classifier and has no detection mode"),
     })
 }
 
@@ -81,5 +85,6 @@ pub fn build_classifier(
         }
         BackboneConfig::ResNet(c) => Box::new(resnet::ResNet::new_classifier(c, num_classes, scope)?),
         BackboneConfig::SwinTransformer(c) => Box::new(swin::SwinClassifier::new(c, num_classes, scope, seed)?),
+        BackboneConfig::Roadmap(c) => Box::new(roadmap::RoadmapClassifier::new(c, num_classes, scope, seed)?),
     })
 }
