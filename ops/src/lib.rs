@@ -13,6 +13,7 @@
 
 pub mod autocast;
 pub mod batch_norm;
+pub mod batch_norm_layer;
 pub mod bias_relu;
 mod cpu;
 #[cfg(feature = "cuda")]

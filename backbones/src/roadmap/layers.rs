@@ -7,7 +7,8 @@ use super::config::{ActKind, NormChoice};
 use crate::layers::{INIT_STD, LN_EPS};
 use candle_core::{bail, Result, Tensor};
 use nextdet_analysis::{Act, Conv2d as AnalysisConv, CostTree, Norm as AnalysisNorm, NormKind, Pool, Shape, Via};
-use nextdet_ops::{batch_norm_train, bias_add, layer_norm, layer_norm_channels_first, linear_no_bias, Init, Scope};
+use nextdet_ops::batch_norm_layer::BatchNorm;
+use nextdet_ops::{bias_add, layer_norm, layer_norm_channels_first, linear_no_bias, Init, Scope};
 
 /// ConvNeXt's init for every conv and linear weight (`_init_weights` in the official
 /// `models/convnext.py`: truncated normal, std 0.02; biases zero).
@@ -97,53 +98,6 @@ impl Linear {
     }
 }
 
-/// `nn.BatchNorm2d` (eps 1e-5, momentum 0.1) with PyTorch's parameters and buffers; training
-/// mode normalizes with the batch statistics and updates the running ones, as
-/// `nextdet_heads::batch_norm::BatchNorm` does (torch `nn/modules/batchnorm.py`).
-pub(super) struct BatchNorm {
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-}
-
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
-
-impl BatchNorm {
-    fn new(scope: &Scope, c: usize) -> Result<Self> {
-        Ok(Self {
-            weight: scope.param("weight", c, Init::Const(1.0))?,
-            bias: scope.param("bias", c, Init::Const(0.0))?,
-            running_mean: scope.buffer("running_mean", c, Init::Const(0.0))?,
-            running_var: scope.buffer("running_var", c, Init::Const(1.0))?,
-            num_batches_tracked: scope.buffer("num_batches_tracked", (), Init::Const(0.0))?,
-        })
-    }
-
-    /// `x: [N, C]` or `[N, C, H, W]`, statistics per channel.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
-            let m = BN_MOMENTUM;
-            let unbiased = (&stats.var * (stats.count as f64 / (stats.count - 1) as f64))?;
-            let mean = ((&self.running_mean * (1.0 - m))? + (&stats.mean * m)?)?;
-            let var = ((&self.running_var * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.slice_set(&mean.contiguous()?, 0, 0)?;
-            self.running_var.slice_set(&var.contiguous()?, 0, 0)?;
-            let tracked = self.num_batches_tracked.reshape(1)?;
-            tracked.slice_set(&(tracked.copy()? + 1.0)?, 0, 0)?;
-            return Ok(y);
-        }
-        let mut shape = vec![1; x.rank()];
-        shape[1] = self.weight.dim(0)?;
-        let scale = (&self.weight / (&self.running_var + BN_EPS)?.sqrt()?)?;
-        let shift = (&self.bias - (&self.running_mean * &scale)?)?;
-        x.broadcast_mul(&scale.reshape(shape.as_slice())?)?.broadcast_add(&shift.reshape(shape.as_slice())?)
-    }
-}
-
 /// A norm over channels: batch norm or ConvNeXt's layer norm (eps 1e-6).
 pub(super) enum Norm {
     /// Batch norm.
@@ -185,7 +139,7 @@ impl Norm {
 
     fn spec(&self, via_ln: Via) -> Result<(NormKind, usize, Via)> {
         Ok(match self {
-            Norm::Bn(bn) => (NormKind::BatchNorm, bn.weight.dim(0)?, Via::Module),
+            Norm::Bn(bn) => (NormKind::BatchNorm, bn.channels(), Via::Module),
             Norm::Ln(w, _) => (NormKind::LayerNorm, w.dim(0)?, via_ln),
         })
     }
