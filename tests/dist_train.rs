@@ -1,28 +1,52 @@
-//! Data-parallel training and testing end to end, `nextdet` under `mpirun -np 2` against one
-//! process (skipped without `--features mpi`):
+//! Data-parallel training and testing end to end, two ranks against one process, with ranks as
+//! threads of one `nextdet` (`--launcher threads`, always run) and as processes under
+//! `mpirun -np 2` (skipped without `--features mpi`):
 //!
 //! - a classifier trained on 2 ranks x 8 images per step ends with the weights, logged losses
 //!   and top-1 of one process with 16 images per step on the same samples;
-//! - a rank killed (SIGKILL) mid-run ends the job with an error instead of a hang, the last
+//! - MPI: a rank killed (SIGKILL) mid-run ends the job with an error instead of a hang, the last
 //!   checkpoint stays loadable, and `--resume` on 2 ranks continues to the uninterrupted run's
-//!   weights; a rank that fails with an error names itself and stops the others; a 2-rank
-//!   checkpoint resumes in one process;
+//!   weights; a rank that fails with an error names itself and stops the others (both
+//!   launchers); a 2-rank checkpoint resumes in one process;
 //! - a detector trains on 2 ranks (distributed group sampler, gathered evaluation), and
 //!   `nextdet test` on 2 ranks writes exactly the results and numbers of one process.
 
 mod common;
 
 use common::mpi::{mpi_enabled, mpirun, run_with_far_deadline, FAR};
-use common::{bin, metrics, nextdet, stderr};
+use common::{bin, command, metrics, nextdet, stderr};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// `nextdet ARGS --launcher mpi --threads 1` on `ranks` ranks, with `env` exported.
-fn dist(ranks: usize, env: &[(&str, &str)], args: &[&str]) -> Output {
+/// How the ranks of a data-parallel run are started.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ranks {
+    /// `mpirun -np N nextdet ... --launcher mpi --threads 1`.
+    Mpi,
+    /// `nextdet ... --launcher threads --threads N`.
+    Threads,
+}
+
+/// `nextdet ARGS` on `ranks` ranks of one thread each, with `env` exported.
+fn dist(how: Ranks, ranks: usize, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut all = args.to_vec();
-    all.extend(["--launcher", "mpi", "--threads", "1"]);
-    run_with_far_deadline(mpirun(ranks, env, &bin(), &all), FAR)
+    match how {
+        Ranks::Mpi => {
+            all.extend(["--launcher", "mpi", "--threads", "1"]);
+            run_with_far_deadline(mpirun(ranks, env, &bin(), &all), FAR)
+        }
+        Ranks::Threads => {
+            let n = ranks.to_string();
+            all.extend(["--launcher", "threads", "--threads", &n]);
+            command(&all).envs(env.iter().copied()).output().expect("run nextdet")
+        }
+    }
+}
+
+/// Whether the tests for `how` run in this build.
+fn enabled(how: Ranks, test: &str) -> bool {
+    how == Ranks::Threads || mpi_enabled(test)
 }
 
 fn single(args: &[&str]) -> Output {
@@ -88,8 +112,17 @@ fn ok(out: &Output, what: &str) {
 }
 
 #[test]
-fn classification_on_two_ranks_is_one_process_with_twice_the_batch_and_survives_a_killed_rank() {
-    if !mpi_enabled("classification_on_two_ranks_is_one_process_with_twice_the_batch") {
+fn classification_on_two_mpi_ranks_is_one_process_with_twice_the_batch_and_survives_a_killed_rank() {
+    classification_on_two_ranks(Ranks::Mpi);
+}
+
+#[test]
+fn classification_on_two_thread_ranks_is_one_process_with_twice_the_batch() {
+    classification_on_two_ranks(Ranks::Threads);
+}
+
+fn classification_on_two_ranks(how: Ranks) {
+    if !enabled(how, "classification_on_two_mpi_ranks_is_one_process_with_twice_the_batch") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -106,7 +139,7 @@ fn classification_on_two_ranks_is_one_process_with_twice_the_batch_and_survives_
     ok(&single(&["train", cfg16.to_str().unwrap(), "--work-dir", &ws(&one)]), "1 process x 16");
     let two = work("two");
     let cfg8 = cls_config(tmp.path(), &data, 8, 2);
-    ok(&dist(2, &[], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&two)]), "2 ranks x 8");
+    ok(&dist(how, 2, &[], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&two)]), "2 ranks x 8");
 
     // the same weights, optimizer state and EMA after 6 steps
     let (a, b) = (tensors(&one.join("epoch_2.safetensors")), tensors(&two.join("epoch_2.safetensors")));
@@ -126,24 +159,30 @@ fn classification_on_two_ranks_is_one_process_with_twice_the_batch_and_survives_
     }
     assert!(la.iter().filter(|v| v["mode"] == "val").count() == 2);
 
+    // a rank that fails with an error names itself and stops the other
+    let failed = work("failed");
+    let out =
+        dist(how, 2, &[("NEXTDET_FAULT", "1:2:error")], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&failed)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("rank 1: error:") && err.contains("injected fault"), "{err}");
+    if how == Ranks::Threads {
+        // a killed thread is a killed process: the rest is for ranks as processes
+        return;
+    }
+
     // rank 1 killed in epoch 2: the job ends with an error, no hang; epoch 1's checkpoint loads
     let killed = work("killed");
-    let out = dist(2, &[("NEXTDET_FAULT", "1:5:kill")], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&killed)]);
+    let out =
+        dist(how, 2, &[("NEXTDET_FAULT", "1:5:kill")], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&killed)]);
     assert!(!out.status.success(), "a killed rank must fail the job: {}", stderr(&out));
     assert!(!killed.join("epoch_2.safetensors").exists());
     assert_eq!(run_state(&killed.join("latest.safetensors")).epoch, 1);
     // --resume on 2 ranks continues to the uninterrupted run's weights
-    ok(&dist(2, &[], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&killed), "--resume"]), "resume");
+    ok(&dist(how, 2, &[], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&killed), "--resume"]), "resume");
     let (d, name) = max_diff(&b, &tensors(&killed.join("epoch_2.safetensors")));
     assert_eq!(d, 0.0, "resumed run differs from the uninterrupted one at {name}");
 
-    // a rank that fails with an error names itself and stops the other
-    let failed = work("failed");
-    let out =
-        dist(2, &[("NEXTDET_FAULT", "1:2:error")], &["train", cfg8.to_str().unwrap(), "--work-dir", &ws(&failed)]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("rank 1: error:") && err.contains("injected fault"), "{err}");
     // a 2-rank epoch checkpoint resumes in one process
     let cfg8_3 = cls_config(tmp.path(), &data, 8, 3);
     ok(&single(&["train", cfg8_3.to_str().unwrap(), "--work-dir", &ws(&killed), "--resume"]), "resume on 1 rank");
@@ -151,8 +190,17 @@ fn classification_on_two_ranks_is_one_process_with_twice_the_batch_and_survives_
 }
 
 #[test]
-fn detection_trains_on_two_ranks_and_its_distributed_test_is_the_single_process_test() {
-    if !mpi_enabled("detection_trains_on_two_ranks_and_its_distributed_test_is_the_single_process_test") {
+fn detection_trains_on_two_mpi_ranks_and_its_distributed_test_is_the_single_process_test() {
+    detection_on_two_ranks(Ranks::Mpi);
+}
+
+#[test]
+fn detection_trains_on_two_thread_ranks_and_its_distributed_test_is_the_single_process_test() {
+    detection_on_two_ranks(Ranks::Threads);
+}
+
+fn detection_on_two_ranks(how: Ranks) {
+    if !enabled(how, "detection_trains_on_two_mpi_ranks_and_its_distributed_test_is_the_single_process_test") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -165,7 +213,7 @@ fn detection_trains_on_two_ranks_and_its_distributed_test_is_the_single_process_
     let opts = ["--cfg-options", "data.samples_per_gpu=1", "model.roi_head.test.score_thr=0.0"];
     let mut args = vec!["train", cfg_s, "--work-dir", work.to_str().unwrap()];
     args.extend(opts);
-    ok(&dist(2, &[], &args), "2-rank detection training");
+    ok(&dist(how, 2, &[], &args), "2-rank detection training");
     let lines = metrics(&work);
     assert_eq!(lines.iter().filter(|v| v["mode"] == "train").count(), 2, "4 images / (2 ranks x 1) = 2 steps");
     let val = lines.iter().find(|v| v["mode"] == "val").expect("a gathered evaluation").clone();
@@ -175,7 +223,7 @@ fn detection_trains_on_two_ranks_and_its_distributed_test_is_the_single_process_
     let test = |ranks: usize, out: &Path| {
         let mut args = vec!["test", cfg_s, ckpt.to_str().unwrap(), "--json", "--out", out.to_str().unwrap()];
         args.extend(opts);
-        let o = if ranks == 1 { single(&args) } else { dist(ranks, &[], &args) };
+        let o = if ranks == 1 { single(&args) } else { dist(how, ranks, &[], &args) };
         ok(&o, &format!("test on {ranks} rank(s)"));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };

@@ -38,6 +38,8 @@ pub mod gather;
 pub mod infer;
 pub mod mixed_precision;
 mod progress;
+pub mod roadmap;
+pub mod runtime;
 pub mod tasks;
 pub mod test;
 pub mod train;

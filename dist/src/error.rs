@@ -14,6 +14,16 @@ pub enum DistError {
         /// What is wrong.
         msg: String,
     },
+    /// Another rank of the group failed (ranks as threads), so this call cannot complete.
+    #[error("{op}: rank {rank} failed: {why}")]
+    RankFailed {
+        /// The operation.
+        op: &'static str,
+        /// The rank that failed first.
+        rank: usize,
+        /// Its error.
+        why: String,
+    },
     /// The process group was shut down before the call.
     #[error("{0}: the process group was already finalized")]
     Finalized(&'static str),

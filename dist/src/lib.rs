@@ -6,12 +6,14 @@
 //!
 //! - [`Local`], a world of one process, where every operation is the identity;
 //! - `Mpi` (cargo feature `mpi`), one rank per process of an `mpirun` / `srun` job, through
-//!   rsmpi (Open MPI or MPICH).
+//!   rsmpi (Open MPI or MPICH);
+//! - [`ThreadGroup`], ranks as threads of one process ([`run_ranks`]), through shared memory.
 //!
 //! The process has one default group, [`world`], as torch has its default process group: the
 //! launcher ([`init`]) sets it, and everything that synchronizes without being handed a group
 //! (the heads' `SyncBN`, the trainer, distributed testing) uses it. Until [`init`] runs it is a
-//! [`Local`] world.
+//! [`Local`] world. A thread may override it for itself ([`set_thread_world`]), as the ranks of
+//! [`run_ranks`] do.
 
 #![deny(missing_docs)]
 
@@ -20,13 +22,16 @@ mod launcher;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_world;
+mod threads;
 
 pub use error::DistError;
 pub use launcher::{detected_world_size, init, DistGuard, Launcher};
 pub use local::Local;
 #[cfg(feature = "mpi")]
 pub use mpi_world::Mpi;
+pub use threads::{run_ranks, ThreadGroup};
 
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 /// How an all-reduce combines the ranks' buffers, element by element.
@@ -81,9 +86,16 @@ pub trait Collective: Send + Sync {
 
 static WORLD: RwLock<Option<Arc<dyn Collective>>> = RwLock::new(None);
 
-/// The process's default group: what [`init`] (or [`set_world`]) installed, else a [`Local`]
-/// world of one.
+thread_local! {
+    static THREAD_WORLD: RefCell<Option<Arc<dyn Collective>>> = const { RefCell::new(None) };
+}
+
+/// The calling thread's default group: what [`set_thread_world`] installed on this thread, else
+/// what [`init`] (or [`set_world`]) installed for the process, else a [`Local`] world of one.
 pub fn world() -> Arc<dyn Collective> {
+    if let Some(w) = THREAD_WORLD.with(|w| w.borrow().clone()) {
+        return w;
+    }
     let guard = WORLD.read().unwrap_or_else(|e| e.into_inner());
     match &*guard {
         Some(w) => w.clone(),
@@ -96,4 +108,10 @@ pub fn world() -> Arc<dyn Collective> {
 pub fn set_world(group: Option<Arc<dyn Collective>>) -> Option<Arc<dyn Collective>> {
     let mut guard = WORLD.write().unwrap_or_else(|e| e.into_inner());
     std::mem::replace(&mut *guard, group)
+}
+
+/// Installs `group` as the calling thread's default group, over the process's (`None` removes
+/// the override); returns the previous override.
+pub fn set_thread_world(group: Option<Arc<dyn Collective>>) -> Option<Arc<dyn Collective>> {
+    THREAD_WORLD.with(|w| std::mem::replace(&mut *w.borrow_mut(), group))
 }

@@ -1,4 +1,5 @@
-//! The loss and metric curves PNG of a run (`work_dir/curves.png`).
+//! The charts nextdet writes: the loss and metric curves of a run (`work_dir/curves.png`), and
+//! horizontal bar charts (the roadmap's accuracy per step, as the ConvNeXt paper's Figure 2).
 //!
 //! Drawn with plotters' bitmap backend. A self-contained binary cannot count on system fonts, so
 //! the labels are drawn with DejaVu Sans (reduced to ASCII, 36 KB, `engine/assets/`) embedded in
@@ -46,16 +47,32 @@ pub fn plot_curves(path: &Path, losses: &[Series], metrics: &[Series]) -> Result
 fn draw(path: &Path, losses: &[Series], metrics: &[Series]) -> Result<(), Box<dyn std::error::Error>> {
     font()?;
     let (width, height) = (if metrics.is_empty() { 800 } else { 1600 }, 560u32);
-    let mut pixels = vec![255u8; (width * height * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+    render_png(path, (width, height), |root| {
         if metrics.is_empty() {
-            panel(&root, "Losses", "iteration", losses)?;
+            panel(root, "Losses", "iteration", losses)?;
         } else {
             let (left, right) = root.split_horizontally(800);
             panel(&left, "Losses", "iteration", losses)?;
             panel(&right, "Validation metrics", "epoch", metrics)?;
         }
+        Ok(())
+    })
+}
+
+/// The drawing area a chart draws on.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws with `draw` on a white canvas of `size` pixels and writes it as a PNG at `path` (the
+/// bitmap backend writes only the formats of its own image crate version; ours writes the file).
+fn render_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&Area) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut pixels = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        draw(&root)?;
         root.present()?;
     }
     image::save_buffer_with_format(
@@ -150,6 +167,100 @@ fn panel(
     Ok(())
 }
 
+/// One bar of [`plot_bars`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bar {
+    /// The label left of the bar.
+    pub label: String,
+    /// The bar's length.
+    pub value: f64,
+    /// Text drawn after the bar's end (e.g. its value and cost).
+    pub note: String,
+    /// Index into the chart's groups: the bar's colour and legend entry.
+    pub group: usize,
+}
+
+/// Draws `bars` as horizontal bars, the first at the top (the ConvNeXt paper's Figure 2
+/// layout), labelled on the left, each with its note after its end, coloured by group with a
+/// legend of `groups` on the right, under `title` with `caption` below the axis, into a PNG at `path` (written to a temporary file and renamed). The axis starts a
+/// little below the shortest bar, so that close values stay apart. Errors name the file.
+pub fn plot_bars(path: &Path, title: &str, caption: &str, groups: &[&str], bars: &[Bar]) -> Result<(), String> {
+    let tmp = PathBuf::from(format!("{}.tmp.png", path.display()));
+    draw_bars(&tmp, title, caption, groups, bars)
+        .map_err(|e| format!("{}: cannot draw the chart: {e}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot rename the temporary file: {e}", path.display()))
+}
+
+fn draw_bars(
+    path: &Path,
+    title: &str,
+    caption: &str,
+    groups: &[&str],
+    bars: &[Bar],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    font()?;
+    let legend_width = if groups.is_empty() { 0 } else { 200 };
+    let (width, height) = (1000 + legend_width, 120 + 34 * bars.len().max(1) as u32);
+    let values = bars.iter().map(|b| b.value).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    let span = (hi - lo).max(1.0);
+    // room left of the shortest bar, and right of the longest for its note
+    let x0 = (lo - 0.5 * span).floor();
+    let x0 = if lo >= 0.0 { x0.max(0.0) } else { x0 };
+    let x1 = hi + 0.35 * (hi - x0).max(1e-9);
+    let n = bars.len().max(1) as f64;
+    // bar i (from the top) spans rows n - i - 0.85 .. n - i - 0.15 of the y axis
+    let centre = |i: usize| n - i as f64 - 0.5;
+    render_png(path, (width, height), |root| {
+        let (plot, legend) = root.split_horizontally(width - legend_width);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, (FONT, 22))
+            .margin(14)
+            .x_label_area_size(55)
+            .y_label_area_size(190)
+            .build_cartesian_2d(x0..x1, 0.0..n)?;
+        chart
+            .configure_mesh()
+            .x_desc(caption)
+            .x_labels(8)
+            .x_label_formatter(&|v| short(*v))
+            .y_labels(0)
+            .disable_y_mesh()
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .max_light_lines(1)
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()?;
+        let color = |b: &Bar| COLORS[(b.group + 1) % COLORS.len()];
+        let shown = || bars.iter().enumerate().filter(|(_, b)| b.value.is_finite());
+        chart
+            .draw_series(shown().map(|(i, b)| {
+                Rectangle::new([(x0, centre(i) + 0.35), (b.value, centre(i) - 0.35)], color(b).filled())
+            }))?;
+        let note_style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        chart.draw_series(
+            shown().map(|(i, b)| Text::new(format!(" {}", b.note), (b.value, centre(i)), note_style.clone())),
+        )?;
+        // the labels, right-aligned left of the axis, each at its bar's centre
+        let label_style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+        for (i, b) in bars.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(x0, centre(i)));
+            root.draw(&Text::new(b.label.as_str(), (x - 10, y), label_style.clone()))?;
+        }
+        let legend_style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (g, name) in groups.iter().enumerate() {
+            let y = 60 + 28 * g as i32;
+            let c = COLORS[(g + 1) % COLORS.len()];
+            legend.draw(&Rectangle::new([(4, y - 8), (24, y + 8)], c.filled()))?;
+            legend.draw(&Text::new(*name, (32, y), legend_style.clone()))?;
+        }
+        Ok(())
+    })
+}
+
 /// A tick or range label in at most about 8 characters.
 fn short(v: f64) -> String {
     if v == 0.0 {
@@ -207,6 +318,51 @@ mod tests {
         let orange = img.pixels().filter(|p| p.0 == [230, 159, 0]).count();
         assert!(orange > 200, "loss_cls hidden ({orange} pixels)");
         assert!(dark_pixels(&img, 100..780, 60..480) > 500, "loss hidden");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bars_run_top_down_with_labels_notes_and_group_colours() {
+        let dir = std::env::temp_dir().join(format!("nextdet_bars_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bars.png");
+        let bar = |label: &str, value: f64, group: usize| Bar {
+            label: label.into(),
+            value,
+            note: format!("{value}  (4.1G)"),
+            group,
+        };
+        // the first bar (top) is the longest; two groups
+        let bars = [bar("first", 90.0, 0), bar("second", 60.0, 1), bar("third", 75.0, 1)];
+        plot_bars(&path, "Roadmap", "top-1 (%)", &["a", "b"], &bars).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        assert_eq!((w, h), (1200, 120 + 34 * 3));
+        // per colour: its longest bar (the rows with the most pixels of the colour: a bar's, not
+        // the legend's), where it ends, its middle row, and how many pixels have the colour
+        let longest_row = |c: [u8; 3]| {
+            let mut rows = vec![(0u32, 0u32); h as usize];
+            // the plot's part of the image, left of the legend
+            for (x, y, p) in img.enumerate_pixels().filter(|(x, _, _)| *x < 1000) {
+                if p.0 == c {
+                    rows[y as usize].0 += 1;
+                    rows[y as usize].1 = rows[y as usize].1.max(x);
+                }
+            }
+            let most = rows.iter().map(|r| r.0).max().unwrap();
+            let longest: Vec<usize> = (0..rows.len()).filter(|&y| rows[y].0 == most).collect();
+            let middle = (longest[0] + longest[longest.len() - 1]) / 2;
+            (rows[middle].1, middle, rows.iter().map(|r| r.0).sum::<u32>())
+        };
+        let band_of = |y: usize| y as u32 - 12..y as u32 + 12;
+        let (a_end, a_y, a_n) = longest_row([230, 159, 0]);
+        let (b_end, b_y, b_n) = longest_row([86, 180, 233]);
+        assert!(a_n > 1000 && b_n > 1000, "both groups drawn ({a_n}, {b_n} pixels)");
+        assert!(a_y < b_y, "the first bar is above the others");
+        assert!(a_end > b_end, "the longer bar reaches further ({a_end} vs {b_end})");
+        // labels left of the bars, notes right of them
+        assert!(dark_pixels(&img, 0..200, band_of(a_y)) > 30, "no label left of the first bar");
+        assert!(dark_pixels(&img, a_end + 1..1000, band_of(a_y)) > 20, "no note after the first bar");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,8 +1,9 @@
 //! Starting a data-parallel run from the command line: `--launcher none|mpi` (mmdetection's
-//! flag, or the ranks an `mpirun` / `srun` environment announces), the thread count of a rank,
-//! and what a failing rank does to the others.
+//! flag, or the ranks an `mpirun` / `srun` environment announces) or `threads` (ranks as
+//! threads of this process), and what a failing rank does to the others.
 
-use nextdet_dist::{Collective, Launcher};
+use nextdet_dist::{Collective, DistError, Launcher};
+use std::sync::Arc;
 
 /// `--launcher`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -11,47 +12,65 @@ pub enum LauncherArg {
     None,
     /// One rank per process of an MPI job (`mpirun -np N nextdet ...`, `srun nextdet ...`).
     Mpi,
+    /// One rank per thread of `--threads` (default: every core), in this process.
+    Threads,
 }
 
 impl From<LauncherArg> for Launcher {
     fn from(l: LauncherArg) -> Self {
         match l {
-            LauncherArg::None => Launcher::None,
+            // the ranks of `threads` live in this one process
+            LauncherArg::None | LauncherArg::Threads => Launcher::None,
             LauncherArg::Mpi => Launcher::Mpi,
         }
     }
 }
 
-/// The CPU threads of one rank when `--threads` is not given: the cores this process may run
-/// on, divided among the ranks of its machine. A launcher that bound the rank to a subset of the
-/// machine's cores (Open MPI binds each of up to two ranks to a core, Slurm to its
-/// `--cpus-per-task`) has already divided them: then all of that subset.
-pub fn default_threads(local_size: usize) -> Option<usize> {
-    if local_size <= 1 {
-        return None;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if bound_to_subset() {
-        return Some(cores);
-    }
-    Some((cores / local_size).max(1))
-}
-
-/// Whether the process's CPU affinity excludes some of the machine's online CPUs.
-fn bound_to_subset() -> bool {
-    #[cfg(target_os = "linux")]
-    // SAFETY: sched_getaffinity fills a zeroed cpu_set_t of the size passed; CPU_COUNT reads it;
-    // sysconf takes a constant.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return false;
+/// `--launcher threads`: runs `work` on one rank per thread (`--threads`, `RAYON_NUM_THREADS`,
+/// else every core), each with a kernel pool of one thread (`configure` sizes the process's
+/// own pool); returns the exit status: rank 0's, or 1 after printing the error of the rank
+/// that failed first (the others then fail only because it did).
+pub fn in_threads(
+    requested: Option<usize>,
+    configure: impl FnOnce() -> anyhow::Result<()>,
+    work: impl Fn(Arc<dyn Collective>) -> anyhow::Result<i32> + Sync,
+) -> i32 {
+    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    let ranks = requested.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = match nextdet_dist::init(Some(Launcher::None)) {
+        Ok(guard) => configure().map(|()| guard),
+        Err(e) => Err(e.into()),
+    };
+    let _guard = match started {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {}", crate::error_report(&e));
+            return 2;
         }
-        let online = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
-        online > 0 && (libc::CPU_COUNT(&set) as i64) < online as i64
+    };
+    if ranks == 0 {
+        eprintln!("error: --threads must be at least 1");
+        return 2;
     }
-    #[cfg(not(target_os = "linux"))]
-    false
+    let results = match nextdet_dist::run_ranks(ranks, 1, work) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let consequence =
+        |e: &anyhow::Error| e.chain().any(|c| matches!(c.downcast_ref(), Some(DistError::RankFailed { .. })));
+    let failed: Vec<(usize, &anyhow::Error)> =
+        results.iter().enumerate().filter_map(|(r, res)| res.as_ref().err().map(|e| (r, e))).collect();
+    match failed.iter().find(|(_, e)| !consequence(e)).or(failed.first()) {
+        Some((rank, e)) => {
+            let rank = if ranks > 1 { format!("rank {rank}: ") } else { String::new() };
+            eprintln!("{rank}error: {}", crate::error_report(e));
+            1
+        }
+        None => *results[0].as_ref().unwrap_or(&1),
+    }
 }
 
 /// Ends the run after an error: in a data-parallel run the message names the rank and every
@@ -76,50 +95,4 @@ pub fn abort_on_panic(group: std::sync::Arc<dyn Collective>) {
         default(info);
         group.abort(101);
     }));
-}
-
-/// A fault for the tests of data-parallel runs, from `NEXTDET_FAULT=RANK:ITER:KIND`: rank
-/// `RANK` fails at its global iteration `ITER` (from 1), with an error (`error`) or by killing
-/// itself with SIGKILL (`kill`). Not for use outside tests.
-pub struct FaultHook {
-    rank: usize,
-    iter: u64,
-    kill: bool,
-}
-
-impl FaultHook {
-    /// The hook the environment asks for, if any.
-    pub fn from_env() -> anyhow::Result<Option<Self>> {
-        let Ok(spec) = std::env::var("NEXTDET_FAULT") else { return Ok(None) };
-        let parts: Vec<&str> = spec.split(':').collect();
-        let bad = || anyhow::anyhow!("NEXTDET_FAULT={spec}: expected RANK:ITER:error|kill");
-        let [rank, iter, kind] = parts.as_slice() else { return Err(bad()) };
-        let kill = match *kind {
-            "kill" => true,
-            "error" => false,
-            _ => return Err(bad()),
-        };
-        Ok(Some(Self { rank: rank.parse().map_err(|_| bad())?, iter: iter.parse().map_err(|_| bad())?, kill }))
-    }
-}
-
-impl nextdet_engine::trainer::Hook for FaultHook {
-    fn before_step(
-        &mut self,
-        s: &mut nextdet_engine::trainer::TrainState,
-    ) -> Result<(), nextdet_engine::trainer::TrainError> {
-        if s.group.rank() != self.rank || s.run.global_iter + 1 != self.iter {
-            return Ok(());
-        }
-        if self.kill {
-            // SAFETY: raising a signal at the own process; SIGKILL ends it at once.
-            unsafe {
-                libc::raise(libc::SIGKILL);
-            }
-        }
-        Err(nextdet_engine::trainer::TrainError::Config(format!(
-            "injected fault (NEXTDET_FAULT) at iteration {}",
-            self.iter
-        )))
-    }
 }

@@ -1,6 +1,8 @@
 //! Messages from the library (`tracing`) on stderr: information as plain lines, warnings and
 //! errors prefixed so they stand out. `--quiet` keeps warnings and errors, `--verbose` adds
 //! debug messages, and `RUST_LOG` (e.g. `nextdet_engine=debug,info`) sets the filter in full.
+//! In a data-parallel run only rank 0 shows information; every rank shows warnings and errors,
+//! the other ranks' prefixed with `rank R: `.
 
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
@@ -18,6 +20,14 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let group = nextdet_dist::world();
+        if !group.is_main() {
+            if *event.metadata().level() > Level::WARN {
+                // only rank 0 informs (an event formatted to nothing is not written)
+                return Ok(());
+            }
+            write!(writer, "rank {}: ", group.rank())?;
+        }
         match *event.metadata().level() {
             Level::ERROR => write!(writer, "error: ")?,
             Level::WARN => write!(writer, "warning: ")?,

@@ -10,9 +10,10 @@ mod logging;
 mod make_shapes;
 mod print;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use nextdet_analysis::Counter;
+use nextdet_apis::roadmap::RoadmapOptions;
 use nextdet_apis::{AnalyzeOptions, BenchMode, BenchOptions, CounterChoice, Resume, TestOptions, TrainOptions};
 use nextdet_engine::trainer::FitOutcome;
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ const EXIT_INTERRUPTED: i32 = 130;
 #[derive(Parser)]
 #[command(name = "nextdet", version, about)]
 struct Cli {
-    /// Worker threads for the CPU kernels (default: all cores; in a data-parallel run, the cores
-    /// divided among the machine's ranks).
+    /// Worker threads for the CPU kernels (default: all cores; in an MPI run, the cores divided
+    /// among the machine's ranks; with `--launcher threads`, the ranks, one thread each).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Only errors and warnings on stderr.
@@ -44,7 +45,7 @@ struct Cli {
 }
 
 /// `--cfg-options a.b.c=value ...` and `--device`: overrides of config keys (YAML values).
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 struct Overrides {
     /// Overrides `a.b.c=value` (YAML scalars or lists).
     #[arg(long, num_args = 1..)]
@@ -64,7 +65,7 @@ impl Overrides {
     }
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum Command {
     /// Print a config with its `_base_` files merged and overrides applied.
     PrintConfig {
@@ -109,8 +110,9 @@ enum Command {
         /// Print one JSON document on stdout instead of the text.
         #[arg(long)]
         json: bool,
-        /// `mpi`: one rank of an MPI job (`tools/dist_test.sh`); default: MPI when the
-        /// environment announces several ranks, else one process.
+        /// `mpi`: one rank of an MPI job (`tools/dist_test.sh`); `threads`: one rank per
+        /// `--threads` thread in this process; default: MPI when the environment announces
+        /// several ranks, else one process.
         #[arg(long, value_enum)]
         launcher: Option<launch::LauncherArg>,
         #[command(flatten)]
@@ -159,6 +161,27 @@ enum Command {
         #[command(flatten)]
         o: Overrides,
     },
+    /// Train every step of the ConvNeXt paper's roadmap (Figure 2) with one short recipe at
+    /// scaled widths; write a table (roadmap.md) and a bar chart (roadmap.png) in the work dir.
+    Roadmap {
+        /// The step configs.
+        #[arg(long, default_value = "configs/roadmap")]
+        configs: PathBuf,
+        /// The recipe merged over every step.
+        #[arg(long, default_value = "configs/roadmap/shapes/recipe.yaml")]
+        recipe: PathBuf,
+        /// Multiplies every stage width.
+        #[arg(long, default_value_t = 0.25)]
+        width_scale: f64,
+        #[arg(long, default_value = "work_dirs/roadmap")]
+        work_dir: PathBuf,
+        /// `threads`: one rank per `--threads` thread in this process; default: one process.
+        #[arg(long, value_enum)]
+        launcher: Option<launch::LauncherArg>,
+        /// Overrides `a.b.c=value` of every step's merged config.
+        #[arg(long, num_args = 1..)]
+        cfg_options: Vec<String>,
+    },
     /// Train a model from a config: checkpoints, metrics.jsonl and curves.png in the work dir.
     Train {
         config: PathBuf,
@@ -178,8 +201,9 @@ enum Command {
         /// `<work dir>/previous_runs/<n>/` first.
         #[arg(long)]
         overwrite: bool,
-        /// `mpi`: one rank of an MPI job (`tools/dist_train.sh`); default: MPI when the
-        /// environment announces several ranks, else one process.
+        /// `mpi`: one rank of an MPI job (`tools/dist_train.sh`); `threads`: one rank per
+        /// `--threads` thread in this process; default: MPI when the environment announces
+        /// several ranks, else one process.
         #[arg(long, value_enum)]
         launcher: Option<launch::LauncherArg>,
         #[command(flatten)]
@@ -257,47 +281,6 @@ enum ModeArg {
     Train,
 }
 
-/// Keeps freed memory in the process instead of returning it to the kernel after every op.
-///
-/// A forward pass allocates and frees tensors of tens of megabytes; glibc serves those with
-/// `mmap` and unmaps them on free, so every op pays page faults and zeroing for fresh pages
-/// (measured: the fused GELU at batch 8 took 32 ms instead of 15 ms). Serving every block from
-/// the heap (glibc refuses an mmap threshold above 32 MiB, so mmap is switched off instead) and
-/// never trimming it lets large blocks be reused, as PyTorch's caching allocator does.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; it is called before any thread
-    // starts and takes plain integers.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-/// Sizes the thread pool once, from `--threads`, `RAYON_NUM_THREADS` or the core count, and
-/// records the size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
-/// multiply, and without the variable std re-reads the cgroup files each time.
-fn configure_threads(requested: Option<usize>, local_size: usize) -> Result<()> {
-    if requested == Some(0) {
-        anyhow::bail!("--threads must be at least 1");
-    }
-    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
-    let n = match requested.or(from_env).or_else(|| launch::default_threads(local_size)) {
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    // candle 0.11 runs its broadcast elementwise ops on a second, spin-waiting thread pool of
-    // its own. Our heavy ops and the matrix multiplies use rayon's pool; with both pools on a
-    // few cores the spinning thread steals the cores rayon needs (measured: Mask R-CNN training
-    // on the shapes set 0.65-0.88 img/s with it, 1.0-1.3 img/s without). Keep candle's pool
-    // empty unless the user sized it.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().with_context(|| format!("cannot set --threads {n}"))
-}
-
 /// The error and its causes on one line, each cause once: the library errors write their cause
 /// into their own message (so that `to_string()` alone is complete) and also expose it as the
 /// source, which `{:#}` would print a second time.
@@ -317,14 +300,23 @@ fn error_report(e: &anyhow::Error) -> String {
 }
 
 fn main() {
-    keep_freed_memory();
+    nextdet_apis::runtime::keep_freed_memory();
     let cli = Cli::parse();
     // train and test run on every rank of an MPI job; the other commands in one process
     let launcher = match &cli.command {
-        Command::Train { launcher, .. } | Command::Test { launcher, .. } => Some(launcher.map(Into::into)),
+        Command::Train { launcher, .. } | Command::Test { launcher, .. } | Command::Roadmap { launcher, .. } => {
+            Some(*launcher)
+        }
         _ => None,
     };
-    let guard = match launcher.map(nextdet_dist::init) {
+    if let Some(Some(launch::LauncherArg::Threads)) = launcher {
+        logging::init(cli.quiet, cli.verbose);
+        let one_thread_each = || nextdet_apis::runtime::configure_threads(Some(1), 1);
+        let code =
+            launch::in_threads(cli.threads, one_thread_each, |_| run(cli.command.clone(), cli.precision.clone()));
+        std::process::exit(code)
+    }
+    let guard = match launcher.map(|l| nextdet_dist::init(l.map(Into::into))) {
         Some(Err(e)) => {
             eprintln!("error: {e}");
             std::process::exit(2);
@@ -336,7 +328,7 @@ fn main() {
     launch::abort_on_panic(group.clone());
     // the other ranks of a data-parallel run show only warnings and errors
     logging::init(cli.quiet || !group.is_main(), cli.verbose);
-    if let Err(e) = configure_threads(cli.threads, group.local_size()) {
+    if let Err(e) = nextdet_apis::runtime::configure_threads(cli.threads, group.local_size()) {
         launch::fail(&*group, &error_report(&e), 2);
     }
     match run(cli.command, cli.precision) {
@@ -391,6 +383,18 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
             let report = nextdet_apis::benchmark(&load(&config, &o)?, checkpoint.as_deref(), &opts)?;
             print::benchmark(&report, &config, &opts, json);
         }
+        Command::Roadmap { configs, recipe, width_scale, work_dir, launcher: _, cfg_options } => {
+            let opts = RoadmapOptions { configs, recipe, width_scale, work_dir, overrides: cfg_options };
+            let results = nextdet_apis::roadmap::run_roadmap(&opts, |i, step| {
+                tracing::info!("roadmap step {}/{}: {}", i + 1, nextdet_apis::roadmap::STEPS.len(), step.label)
+            })?;
+            if nextdet_dist::world().is_main() {
+                let caption = nextdet_apis::roadmap::roadmap_caption(&opts)?;
+                let (table, chart) = nextdet_apis::roadmap::write_roadmap(&results, &caption, &opts.work_dir)?;
+                print!("{}", nextdet_apis::roadmap::roadmap_table(&results));
+                eprintln!("wrote {} and {}", table.display(), chart.display());
+            }
+        }
         Command::Analyze { config, shape, depth, counter, json, o } => {
             let counter = match counter {
                 CounterArg::Paper => CounterChoice::Paper,
@@ -409,7 +413,7 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
                 Some(Some(path)) => Resume::From(path),
             };
             let mut opts = TrainOptions { work_dir, resume, load_from, seed, overwrite, hooks: Vec::new() };
-            if let Some(fault) = launch::FaultHook::from_env()? {
+            if let Some(fault) = nextdet_engine::trainer::hooks::FaultHook::from_env()? {
                 opts.hooks.push(Box::new(fault));
             }
             let report = nextdet_apis::train(&load(&config, &o)?, opts)?;

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use nextdet_datasets::shapes;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Which built-in set a folder holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +32,12 @@ pub fn builtin_root(path: &Path) -> Option<(&Path, Builtin)> {
 }
 
 /// Generates the built-in set `path` lies in when it is missing (and checks a classification
-/// set's generator version); does nothing for other paths.
+/// set's generator version); does nothing for other paths. One thread of the process generates
+/// at a time, so the ranks of a run in threads find the set their first rank made.
 pub fn ensure_builtin(path: &Path) -> Result<()> {
+    static GENERATING: Mutex<()> = Mutex::new(());
     let Some((root, kind)) = builtin_root(path) else { return Ok(()) };
+    let _one_at_a_time = GENERATING.lock().unwrap_or_else(|e| e.into_inner());
     match kind {
         Builtin::Classification => shapes::ensure_classification(root).map(drop),
         Builtin::Detection => shapes::ensure_detection(root).map(drop),

@@ -3,7 +3,8 @@
 //! stderr is not a terminal), one JSON line per log interval and per evaluation in
 //! `metrics.jsonl`, and `curves.png`. A resumed run first drops the lines past its resume point
 //! (it logs them again) and reloads its curves from the rest. Only rank 0 of a data-parallel
-//! run shows and writes anything (the values are already averaged over the ranks).
+//! run shows and writes anything (the values are already averaged over the ranks; the speed is
+//! the images per second of all ranks together).
 
 use super::Hook;
 use crate::checkpoint;
@@ -119,7 +120,8 @@ impl MetricsLogger {
         }
         line.insert("time".into(), (secs / n).into());
         line.insert("data_time".into(), (log.data_secs / n).into());
-        let speed = if secs > 0.0 { log.samples as f64 / secs } else { 0.0 };
+        // the whole run's images per second: every rank steps through as many as this one
+        let speed = if secs > 0.0 { (log.samples * s.group.world_size()) as f64 / secs } else { 0.0 };
         line.insert("speed".into(), speed.into());
         let unit = if log.counted_samples { "img/s" } else { "it/s" };
         msg.push_str(&format!("lr {lr:.3e} {speed:.2} {unit}"));
