@@ -20,7 +20,7 @@ use nextdet_engine::checkpoint::LATEST;
 use nextdet_engine::config::Config;
 use nextdet_engine::plot::{plot_bars, Bar};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections of Figure 2, in order: the design space each step explores.
@@ -135,6 +135,11 @@ pub struct RoadmapResult {
 
 /// The step config `step` merged with the recipe and the scaled widths, as the config of its run.
 pub fn step_config(opts: &RoadmapOptions, step: &RoadmapStep) -> Result<Config> {
+    load_step(opts, step).map(|(_, merged)| merged)
+}
+
+/// The step's own config, as the paper builds it, and [`step_config`]'s.
+fn load_step(opts: &RoadmapOptions, step: &RoadmapStep) -> Result<(Config, Config)> {
     if !(opts.width_scale > 0.0 && opts.width_scale <= 1.0) {
         bail!("the width scale must be in (0, 1], not {}", opts.width_scale);
     }
@@ -161,7 +166,7 @@ pub fn step_config(opts: &RoadmapOptions, step: &RoadmapStep) -> Result<Config> 
     let dims = format!("model.backbone.dims=[{}]", scaled.join(", "));
     cfg.apply_overrides(&[dims])?;
     cfg.apply_overrides(&opts.overrides)?;
-    Ok(cfg)
+    Ok((full, cfg))
 }
 
 /// The total FLOPs of `cfg`'s model at `shape` (its test input when `None`), in GFLOPs, and
@@ -186,8 +191,7 @@ pub fn run_roadmap(opts: &RoadmapOptions, mut on_step: impl FnMut(usize, &Roadma
             continue;
         }
         on_step(i, step);
-        let cfg = step_config(opts, step).with_context(|| format!("roadmap step {} ({})", i + 1, step.file))?;
-        let full = Config::from_file(opts.configs.join(format!("{}.yaml", step.file)))?;
+        let (full, cfg) = load_step(opts, step).with_context(|| format!("roadmap step {} ({})", i + 1, step.file))?;
         let (paper_gflops, _) = cost(&full, Some((224, 224)))?;
         let (trained_gflops, trained_params) = cost(&cfg, None)?;
         let resume = if dir.join(LATEST).exists() { Resume::Latest } else { Resume::No };
@@ -230,6 +234,11 @@ pub fn roadmap_caption(opts: &RoadmapOptions) -> Result<String> {
     ))
 }
 
+/// The step a result belongs to.
+fn step_of(r: &RoadmapResult) -> Option<&'static RoadmapStep> {
+    STEPS.iter().find(|s| s.file == r.file)
+}
+
 /// The results as a Markdown table, one row per step.
 pub fn roadmap_table(results: &[RoadmapResult]) -> String {
     let mut t = String::from(
@@ -237,8 +246,7 @@ pub fn roadmap_table(results: &[RoadmapResult]) -> String {
          |---|---|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
-        let (label, section) =
-            STEPS.iter().find(|s| s.file == r.file).map_or((r.file.as_str(), ""), |s| (s.label, s.section.name()));
+        let (label, section) = step_of(r).map_or((r.file.as_str(), ""), |s| (s.label, s.section.name()));
         let secs = r.train_secs.round() as u64;
         t.push_str(&format!(
             "| {label} | {section} | {:.1} | {:.3} | {:.2}M | {:.1} | {}:{:02} |\n",
@@ -253,28 +261,51 @@ pub fn roadmap_table(results: &[RoadmapResult]) -> String {
     t
 }
 
+/// What [`write_roadmap`] wrote.
+#[derive(Clone, Debug)]
+pub struct RoadmapFiles {
+    /// The table's text ([`roadmap_table`]).
+    pub table: String,
+    /// `roadmap.md`, the table.
+    pub table_path: PathBuf,
+    /// `roadmap.png`, the chart.
+    pub chart_path: PathBuf,
+}
+
 /// Writes `roadmap.md` (the table) and `roadmap.png` (top-1 per step as bars, labelled with
-/// top-1 and the paper-size GFLOPs, coloured by section; `caption` under the axis says how the
-/// steps were trained) into `dir`. Returns the two paths.
-pub fn write_roadmap(results: &[RoadmapResult], caption: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+/// top-1 and the paper-size GFLOPs, coloured by section, with [`roadmap_caption`] under the
+/// axis) into the work dir.
+pub fn write_roadmap(opts: &RoadmapOptions, results: &[RoadmapResult]) -> Result<RoadmapFiles> {
+    let dir = &opts.work_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let table = dir.join("roadmap.md");
-    nextdet_engine::checkpoint::write_atomic(&table, roadmap_table(results).as_bytes())?;
+    let table = roadmap_table(results);
+    let table_path = dir.join("roadmap.md");
+    nextdet_engine::checkpoint::write_atomic(&table_path, table.as_bytes())?;
     let bars: Vec<Bar> = results
         .iter()
-        .map(|r| {
-            let s = STEPS.iter().find(|s| s.file == r.file);
-            Bar {
-                label: s.map_or(r.file.clone(), |s| s.label.to_string()),
-                value: r.top1,
-                note: format!("{:.1}  ({:.1}G)", r.top1, r.paper_gflops),
-                group: s.map_or(0, |s| Section::ALL.iter().position(|&x| x == s.section).unwrap_or(0)),
-            }
+        .map(|r| Bar {
+            label: step_of(r).map_or(r.file.clone(), |s| s.label.to_string()),
+            value: r.top1,
+            note: format!("{:.1}  ({:.1}G)", r.top1, r.paper_gflops),
+            // Section::ALL lists the sections in declaration order
+            group: step_of(r).map_or(0, |s| s.section as usize),
         })
         .collect();
     let names: Vec<&str> = Section::ALL.iter().map(|s| s.name()).collect();
-    let chart = dir.join("roadmap.png");
+    let chart_path = dir.join("roadmap.png");
     let title = "Modernizing a ResNet toward a ConvNeXt (small scale)";
-    plot_bars(&chart, title, caption, &names, &bars).map_err(anyhow::Error::msg)?;
-    Ok((table, chart))
+    plot_bars(&chart_path, title, &roadmap_caption(opts)?, &names, &bars).map_err(anyhow::Error::msg)?;
+    Ok(RoadmapFiles { table, table_path, chart_path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sections_index_is_its_place_in_the_figure() {
+        for (i, s) in Section::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{}", s.name());
+        }
+    }
 }

@@ -20,19 +20,10 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Sizes rayon's global pool once, from `requested` (`--threads`), `RAYON_NUM_THREADS`, the
-/// cores divided among the machine's `local_size` ranks, or the core count, and records the
-/// size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
+/// Sizes rayon's global pool once, to [`thread_count`], and records the size in `RAYON_NUM_THREADS`: candle asks for the thread count on every matrix
 /// multiply, and without the variable std re-reads the cgroup files each time.
 pub fn configure_threads(requested: Option<usize>, local_size: usize) -> Result<()> {
-    if requested == Some(0) {
-        anyhow::bail!("--threads must be at least 1");
-    }
-    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
-    let n = match requested.or(from_env).or_else(|| default_threads(local_size)) {
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let n = thread_count(requested, local_size)?;
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     // candle 0.11 runs its broadcast elementwise ops on a second, spin-waiting thread pool of
     // its own. Our heavy ops and the matrix multiplies use rayon's pool; with both pools on a
@@ -43,6 +34,20 @@ pub fn configure_threads(requested: Option<usize>, local_size: usize) -> Result<
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().with_context(|| format!("cannot set --threads {n}"))
+}
+
+/// The thread count asked for: `requested` (`--threads`, at least 1), else
+/// `RAYON_NUM_THREADS`, else the cores divided among the machine's `local_size` ranks
+/// ([`default_threads`]), else every core.
+pub fn thread_count(requested: Option<usize>, local_size: usize) -> Result<usize> {
+    if requested == Some(0) {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+    Ok(match requested.or(from_env).or_else(|| default_threads(local_size)) {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
 }
 
 /// The CPU threads of one rank when `--threads` is not given: the cores this process may run

@@ -121,12 +121,27 @@ fn mismatch(op: &'static str, rank: usize) -> DistError {
     DistError::Invalid { op, msg: format!("rank {rank} made a different call (the ranks' calls must match)") }
 }
 
-/// Combines the ranks' buffers (checked by [`check_all`]) into `buf`, adding in rank order.
-fn reduce<T>(all: &[Payload], buf: &mut [T], how: ReduceOp, size: usize, get: impl Fn(&Payload) -> Option<&Vec<T>>)
+/// Combines every rank's buffer of the kind `get` reads into `buf`, adding in rank order; an
+/// error when a rank sent another kind or another length.
+fn reduce<T>(
+    op: &'static str,
+    all: &[Payload],
+    buf: &mut [T],
+    how: ReduceOp,
+    get: impl Fn(&Payload) -> Option<&Vec<T>>,
+) -> Result<(), DistError>
 where
     T: Copy + PartialOrd + std::ops::Add<Output = T> + std::ops::Div<Output = T> + From<u16>,
 {
-    let parts: Vec<&Vec<T>> = all.iter().filter_map(get).collect();
+    let mut parts: Vec<&Vec<T>> = Vec::with_capacity(all.len());
+    for (rank, p) in all.iter().enumerate() {
+        let v = get(p).ok_or_else(|| mismatch(op, rank))?;
+        if v.len() != buf.len() {
+            let msg = format!("rank {rank} sent {} elements, this rank {}", v.len(), buf.len());
+            return Err(DistError::Invalid { op, msg });
+        }
+        parts.push(v);
+    }
     for (i, out) in buf.iter_mut().enumerate() {
         let mut acc = parts[0][i];
         for p in &parts[1..] {
@@ -142,30 +157,9 @@ where
             };
         }
         if how == ReduceOp::Mean {
-            acc = acc / T::from(size.min(u16::MAX as usize) as u16);
+            acc = acc / T::from(parts.len().min(u16::MAX as usize) as u16);
         }
         *out = acc;
-    }
-}
-
-/// Checks that every rank sent a buffer of `len` elements of the kind `get` reads.
-fn check_all<T>(
-    op: &'static str,
-    all: &[Payload],
-    len: usize,
-    get: impl Fn(&Payload) -> Option<&Vec<T>>,
-) -> Result<(), DistError> {
-    for (rank, p) in all.iter().enumerate() {
-        match get(p) {
-            None => return Err(mismatch(op, rank)),
-            Some(v) if v.len() != len => {
-                return Err(DistError::Invalid {
-                    op,
-                    msg: format!("rank {rank} sent {} elements, this rank {len}", v.len()),
-                })
-            }
-            Some(_) => {}
-        }
     }
     Ok(())
 }
@@ -213,15 +207,11 @@ impl Collective for ThreadGroup {
     }
     fn all_reduce_f32(&self, buf: &mut [f32], op: ReduceOp) -> Result<(), DistError> {
         let all = self.exchange("all_reduce", Payload::F32(buf.to_vec()))?;
-        check_all("all_reduce", &all, buf.len(), as_f32)?;
-        reduce(&all, buf, op, self.shared.size, as_f32);
-        Ok(())
+        reduce("all_reduce", &all, buf, op, as_f32)
     }
     fn all_reduce_f64(&self, buf: &mut [f64], op: ReduceOp) -> Result<(), DistError> {
         let all = self.exchange("all_reduce", Payload::F64(buf.to_vec()))?;
-        check_all("all_reduce", &all, buf.len(), as_f64)?;
-        reduce(&all, buf, op, self.shared.size, as_f64);
-        Ok(())
+        reduce("all_reduce", &all, buf, op, as_f64)
     }
     fn broadcast_f32(&self, buf: &mut [f32], root: usize) -> Result<(), DistError> {
         let mine = if self.rank == root { Payload::F32(buf.to_vec()) } else { Payload::Nothing };

@@ -5,6 +5,7 @@
 //! the labels are drawn with DejaVu Sans (reduced to ASCII, 36 KB, `engine/assets/`) embedded in
 //! the binary and rasterised by plotters' `ab_glyph` feature.
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -39,15 +40,8 @@ pub struct Series {
 /// panel is left out when there are none) into a PNG at `path`, written to a temporary file and
 /// renamed. Errors name the file.
 pub fn plot_curves(path: &Path, losses: &[Series], metrics: &[Series]) -> Result<(), String> {
-    let tmp = PathBuf::from(format!("{}.tmp.png", path.display()));
-    draw(&tmp, losses, metrics).map_err(|e| format!("{}: cannot draw the curves: {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot rename the temporary file: {e}", path.display()))
-}
-
-fn draw(path: &Path, losses: &[Series], metrics: &[Series]) -> Result<(), Box<dyn std::error::Error>> {
-    font()?;
-    let (width, height) = (if metrics.is_empty() { 800 } else { 1600 }, 560u32);
-    render_png(path, (width, height), |root| {
+    let width = if metrics.is_empty() { 800 } else { 1600 };
+    render_png(path, "the curves", (width, 560), |root| {
         if metrics.is_empty() {
             panel(root, "Losses", "iteration", losses)?;
         } else {
@@ -62,13 +56,22 @@ fn draw(path: &Path, losses: &[Series], metrics: &[Series]) -> Result<(), Box<dy
 /// The drawing area a chart draws on.
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-/// Draws with `draw` on a white canvas of `size` pixels and writes it as a PNG at `path` (the
-/// bitmap backend writes only the formats of its own image crate version; ours writes the file).
-fn render_png(
-    path: &Path,
-    (width, height): (u32, u32),
-    draw: impl FnOnce(&Area) -> Result<(), Box<dyn std::error::Error>>,
-) -> Result<(), Box<dyn std::error::Error>> {
+/// A chart's drawing error.
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Draws with `draw` on a white canvas of `size` pixels with the embedded font and writes it as
+/// a PNG at `path`, through a temporary file renamed into place; errors name the file and
+/// `what` was drawn.
+fn render_png(path: &Path, what: &str, size: (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> Result<(), String> {
+    let tmp = PathBuf::from(format!("{}.tmp.png", path.display()));
+    write_png(&tmp, size, draw).map_err(|e| format!("{}: cannot draw {what}: {e}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot rename the temporary file: {e}", path.display()))
+}
+
+/// The canvas, `draw` and the PNG file of [`render_png`] (the bitmap backend writes only the
+/// formats of its own image crate version; ours writes the file).
+fn write_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> DrawResult {
+    font()?;
     let mut pixels = vec![255u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
@@ -98,6 +101,23 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 140, 140),
 ];
 
+/// The colour of bar group `g` (black is left to the text).
+fn group_color(g: usize) -> RGBColor {
+    COLORS[(g + 1) % COLORS.len()]
+}
+
+/// The look every chart's axes share: tick labels and axis description in the embedded font,
+/// a light grid with one minor line between major ones.
+fn grid_style<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .max_light_lines(1)
+        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(240, 240, 240))
+}
+
 /// The style of series `i`: its colour, and a width that narrows with the index so that a curve
 /// drawn over an equal one (`loss` and a single `loss_cls`) leaves the first one's edges showing.
 fn style(i: usize, count: usize) -> ShapeStyle {
@@ -106,12 +126,7 @@ fn style(i: usize, count: usize) -> ShapeStyle {
 }
 
 /// One panel: a title, axes with tick labels and a grid, the curves and a legend.
-fn panel(
-    area: &DrawingArea<BitMapBackend, Shift>,
-    title: &str,
-    x_desc: &str,
-    series: &[Series],
-) -> Result<(), Box<dyn std::error::Error>> {
+fn panel(area: &Area, title: &str, x_desc: &str, series: &[Series]) -> DrawResult {
     let pts = series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -134,19 +149,16 @@ fn panel(
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .x_labels(8)
-        .y_labels(8)
-        .x_label_formatter(&|v| short(*v))
-        .y_label_formatter(&|v| short(*v))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .max_light_lines(1)
-        .bold_line_style(RGBColor(215, 215, 215))
-        .light_line_style(RGBColor(240, 240, 240))
-        .draw()?;
+    grid_style(
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .x_labels(8)
+            .y_labels(8)
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v)),
+    )
+    .draw()?;
     for (i, s) in series.iter().enumerate() {
         let st = style(i, series.len());
         let points = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
@@ -182,24 +194,11 @@ pub struct Bar {
 
 /// Draws `bars` as horizontal bars, the first at the top (the ConvNeXt paper's Figure 2
 /// layout), labelled on the left, each with its note after its end, coloured by group with a
-/// legend of `groups` on the right, under `title` with `caption` below the axis, into a PNG at `path` (written to a temporary file and renamed). The axis starts a
-/// little below the shortest bar, so that close values stay apart. Errors name the file.
+/// legend of `groups` on the right, under `title` with `caption` below the axis, into a PNG at
+/// `path` (written to a temporary file and renamed). The axis starts a little below the
+/// shortest bar, so that close values stay apart. Errors name the file.
 pub fn plot_bars(path: &Path, title: &str, caption: &str, groups: &[&str], bars: &[Bar]) -> Result<(), String> {
-    let tmp = PathBuf::from(format!("{}.tmp.png", path.display()));
-    draw_bars(&tmp, title, caption, groups, bars)
-        .map_err(|e| format!("{}: cannot draw the chart: {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot rename the temporary file: {e}", path.display()))
-}
-
-fn draw_bars(
-    path: &Path,
-    title: &str,
-    caption: &str,
-    groups: &[&str],
-    bars: &[Bar],
-) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
-    font()?;
     let legend_width = if groups.is_empty() { 0 } else { 200 };
     let (width, height) = (1000 + legend_width, 120 + 34 * bars.len().max(1) as u32);
     let values = bars.iter().map(|b| b.value).filter(|v| v.is_finite());
@@ -213,7 +212,7 @@ fn draw_bars(
     let n = bars.len().max(1) as f64;
     // bar i (from the top) spans rows n - i - 0.85 .. n - i - 0.15 of the y axis
     let centre = |i: usize| n - i as f64 - 0.5;
-    render_png(path, (width, height), |root| {
+    render_png(path, "the chart", (width, height), |root| {
         let (plot, legend) = root.split_horizontally(width - legend_width);
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, (FONT, 22))
@@ -221,25 +220,20 @@ fn draw_bars(
             .x_label_area_size(55)
             .y_label_area_size(190)
             .build_cartesian_2d(x0..x1, 0.0..n)?;
-        chart
-            .configure_mesh()
-            .x_desc(caption)
-            .x_labels(8)
-            .x_label_formatter(&|v| short(*v))
-            .y_labels(0)
-            .disable_y_mesh()
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .max_light_lines(1)
-            .bold_line_style(RGBColor(215, 215, 215))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw()?;
-        let color = |b: &Bar| COLORS[(b.group + 1) % COLORS.len()];
+        grid_style(
+            chart
+                .configure_mesh()
+                .x_desc(caption)
+                .x_labels(8)
+                .x_label_formatter(&|v| short(*v))
+                .y_labels(0)
+                .disable_y_mesh(),
+        )
+        .draw()?;
         let shown = || bars.iter().enumerate().filter(|(_, b)| b.value.is_finite());
-        chart
-            .draw_series(shown().map(|(i, b)| {
-                Rectangle::new([(x0, centre(i) + 0.35), (b.value, centre(i) - 0.35)], color(b).filled())
-            }))?;
+        chart.draw_series(shown().map(|(i, b)| {
+            Rectangle::new([(x0, centre(i) + 0.35), (b.value, centre(i) - 0.35)], group_color(b.group).filled())
+        }))?;
         let note_style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         chart.draw_series(
             shown().map(|(i, b)| Text::new(format!(" {}", b.note), (b.value, centre(i)), note_style.clone())),
@@ -253,8 +247,7 @@ fn draw_bars(
         let legend_style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         for (g, name) in groups.iter().enumerate() {
             let y = 60 + 28 * g as i32;
-            let c = COLORS[(g + 1) % COLORS.len()];
-            legend.draw(&Rectangle::new([(4, y - 8), (24, y + 8)], c.filled()))?;
+            legend.draw(&Rectangle::new([(4, y - 8), (24, y + 8)], group_color(g).filled()))?;
             legend.draw(&Text::new(*name, (32, y), legend_style.clone()))?;
         }
         Ok(())

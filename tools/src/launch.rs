@@ -27,31 +27,22 @@ impl From<LauncherArg> for Launcher {
 }
 
 /// `--launcher threads`: runs `work` on one rank per thread (`--threads`, `RAYON_NUM_THREADS`,
-/// else every core), each with a kernel pool of one thread (`configure` sizes the process's
-/// own pool); returns the exit status: rank 0's, or 1 after printing the error of the rank
-/// that failed first (the others then fail only because it did).
-pub fn in_threads(
-    requested: Option<usize>,
-    configure: impl FnOnce() -> anyhow::Result<()>,
-    work: impl Fn(Arc<dyn Collective>) -> anyhow::Result<i32> + Sync,
-) -> i32 {
-    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
-    let ranks = requested.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let started = match nextdet_dist::init(Some(Launcher::None)) {
-        Ok(guard) => configure().map(|()| guard),
-        Err(e) => Err(e.into()),
-    };
-    let _guard = match started {
-        Ok(guard) => guard,
+/// else every core), each with a kernel pool of one thread; returns the exit status: rank 0's,
+/// or 1 after printing the error of the rank that failed first (the others then fail only
+/// because it did).
+pub fn in_threads(requested: Option<usize>, work: impl Fn(Arc<dyn Collective>) -> anyhow::Result<i32> + Sync) -> i32 {
+    let started = nextdet_apis::runtime::thread_count(requested, 1).and_then(|ranks| {
+        let guard = nextdet_dist::init(Some(Launcher::None))?;
+        nextdet_apis::runtime::configure_threads(Some(1), 1)?;
+        Ok((ranks, guard))
+    });
+    let (ranks, _guard) = match started {
+        Ok(started) => started,
         Err(e) => {
             eprintln!("error: {}", crate::error_report(&e));
             return 2;
         }
     };
-    if ranks == 0 {
-        eprintln!("error: --threads must be at least 1");
-        return 2;
-    }
     let results = match nextdet_dist::run_ranks(ranks, 1, work) {
         Ok(r) => r,
         Err(e) => {

@@ -178,9 +178,9 @@ enum Command {
         /// `threads`: one rank per `--threads` thread in this process; default: one process.
         #[arg(long, value_enum)]
         launcher: Option<launch::LauncherArg>,
-        /// Overrides `a.b.c=value` of every step's merged config.
-        #[arg(long, num_args = 1..)]
-        cfg_options: Vec<String>,
+        /// Applied to every step's merged config.
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Train a model from a config: checkpoints, metrics.jsonl and curves.png in the work dir.
     Train {
@@ -311,9 +311,7 @@ fn main() {
     };
     if let Some(Some(launch::LauncherArg::Threads)) = launcher {
         logging::init(cli.quiet, cli.verbose);
-        let one_thread_each = || nextdet_apis::runtime::configure_threads(Some(1), 1);
-        let code =
-            launch::in_threads(cli.threads, one_thread_each, |_| run(cli.command.clone(), cli.precision.clone()));
+        let code = launch::in_threads(cli.threads, |_| run(cli.command.clone(), cli.precision.clone()));
         std::process::exit(code)
     }
     let guard = match launcher.map(|l| nextdet_dist::init(l.map(Into::into))) {
@@ -383,16 +381,15 @@ fn run(command: Command, precision: Option<String>) -> Result<i32> {
             let report = nextdet_apis::benchmark(&load(&config, &o)?, checkpoint.as_deref(), &opts)?;
             print::benchmark(&report, &config, &opts, json);
         }
-        Command::Roadmap { configs, recipe, width_scale, work_dir, launcher: _, cfg_options } => {
-            let opts = RoadmapOptions { configs, recipe, width_scale, work_dir, overrides: cfg_options };
+        Command::Roadmap { configs, recipe, width_scale, work_dir, launcher: _, o } => {
+            let opts = RoadmapOptions { configs, recipe, width_scale, work_dir, overrides: o.all() };
             let results = nextdet_apis::roadmap::run_roadmap(&opts, |i, step| {
                 tracing::info!("roadmap step {}/{}: {}", i + 1, nextdet_apis::roadmap::STEPS.len(), step.label)
             })?;
             if nextdet_dist::world().is_main() {
-                let caption = nextdet_apis::roadmap::roadmap_caption(&opts)?;
-                let (table, chart) = nextdet_apis::roadmap::write_roadmap(&results, &caption, &opts.work_dir)?;
-                print!("{}", nextdet_apis::roadmap::roadmap_table(&results));
-                eprintln!("wrote {} and {}", table.display(), chart.display());
+                let written = nextdet_apis::roadmap::write_roadmap(&opts, &results)?;
+                print!("{}", written.table);
+                eprintln!("wrote {} and {}", written.table_path.display(), written.chart_path.display());
             }
         }
         Command::Analyze { config, shape, depth, counter, json, o } => {
