@@ -159,14 +159,16 @@ pub fn benchmark(cfg: &Config, checkpoint: Option<&Path>, opts: &BenchOptions) -
         }
         Ok(())
     };
-    for _ in 0..opts.warmup {
-        step()?;
-    }
-    let start = Instant::now();
-    for _ in 0..opts.iters {
-        step()?;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = nextdet_ops::on_pool(|| -> Result<f64> {
+        for _ in 0..opts.warmup {
+            step()?;
+        }
+        let start = Instant::now();
+        for _ in 0..opts.iters {
+            step()?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })?;
     Ok(BenchReport {
         ms_per_iter: secs * 1000.0 / opts.iters as f64,
         images_per_s: (opts.batch * opts.iters) as f64 / secs,

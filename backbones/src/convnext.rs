@@ -79,8 +79,8 @@ impl ConvNeXt {
         let mut x = images.clone();
         for (down, blocks) in self.downsample.iter().zip(&self.stages) {
             x = match down {
-                Downsample::Stem { conv, norm } => norm.forward(&conv.forward_nchw(&x)?)?,
-                Downsample::Transition { norm, conv } => conv.forward_nhwc(&norm.forward(&x)?)?,
+                Downsample::Stem { conv, norm } => norm.forward(&conv.forward_nchw(&x, train)?)?,
+                Downsample::Transition { norm, conv } => conv.forward_nhwc(&norm.forward(&x)?, train)?,
             };
             for block in blocks {
                 x = block.forward(&x, train)?;
@@ -115,7 +115,8 @@ impl Classifier for ConvNeXtClassifier {
     fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.trunk.forward_stages(images, train)?.pop().expect("four stages");
         let pooled = last.mean((1, 2))?;
-        self.head.forward(&self.norm.forward(&pooled)?)
+        let features = self.norm.forward(&pooled)?;
+        self.head.forward_t(&features, train)
     }
 
     fn num_classes(&self) -> usize {

@@ -39,11 +39,12 @@ impl IsotropicClassifier {
 
 impl Classifier for IsotropicClassifier {
     fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.stem.forward_nchw(images)?;
+        let mut x = self.stem.forward_nchw(images, train)?;
         for block in &self.blocks {
             x = block.forward(&x, train)?;
         }
-        self.head.forward(&self.norm.forward(&x.mean((1, 2))?)?)
+        let features = self.norm.forward(&x.mean((1, 2))?)?;
+        self.head.forward_t(&features, train)
     }
 
     fn num_classes(&self) -> usize {

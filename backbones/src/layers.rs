@@ -5,7 +5,7 @@ use candle_core::{Result, Tensor};
 use nextdet_analysis::{Act, Conv2d as AnalysisConv, CostTree, Norm as AnalysisNorm, NormKind, Shape, Via};
 use nextdet_ops::{
     bias_add, convnext_mlp_inference, depthwise_conv2d_layer_norm_nhwc, drop_path_scales, gelu_linear, layer_norm,
-    layer_scale_drop_path_residual, linear_no_bias, Init, PackedMlp, Scope,
+    layer_scale_drop_path_residual, linear_no_bias, linear_packed, nn::PackedSlot, Init, PackedMlp, Scope,
 };
 use rand::rngs::StdRng;
 use std::sync::Mutex;
@@ -50,18 +50,23 @@ pub struct PatchConv {
     weight: Tensor,
     bias: Tensor,
     k: usize,
+    /// The weight packed for inference, per patch layout: `(C, kh, kw)` for NCHW input,
+    /// `(kh, kw, C)` for channels-last.
+    packed: [PackedSlot; 2],
 }
 
 impl PatchConv {
     /// Parameters `scope.weight: [out, inp, k, k]` and `scope.bias: [out]`.
     pub fn new(scope: &Scope, inp: usize, out: usize, k: usize) -> Result<Self> {
         let weight = scope.param("weight", (out, inp, k, k), Init::TruncNormal { std: INIT_STD })?;
-        Ok(Self { weight, bias: scope.param("bias", out, Init::Const(0.0))?, k })
+        let bias = scope.param("bias", out, Init::Const(0.0))?;
+        Ok(Self { weight, bias, k, packed: Default::default() })
     }
 
     /// `[N, C, H, W]` (an image batch) to channels-last `[N, H/k, W/k, out]`. An input whose
     /// channel count is not the weight's is an error saying so (the backbone's `in_chans`).
-    pub fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
+    /// Inference (`train` false) multiplies by the weight packed once.
+    pub fn forward_nchw(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let inp = self.weight.dim(1)?;
         if c != inp {
@@ -74,25 +79,41 @@ impl PatchConv {
         let (ho, wo, k) = (h / self.k, w / self.k, self.k);
         let x = x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?;
         let patches = x.reshape((n, c, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?;
-        self.project(&patches, n, ho, wo)
+        let weight = || self.weight.flatten_from(1);
+        self.project(&patches, (n, ho, wo), weight, &self.packed[0], train)
     }
 
-    /// Channels-last `[N, H, W, C]` to `[N, H/k, W/k, out]`.
-    pub fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+    /// Channels-last `[N, H, W, C]` to `[N, H/k, W/k, out]`. The patches keep the input's
+    /// layout, `(kh, kw, C)`, each kernel row one contiguous run of `k * C` values to copy, and
+    /// the weight is reordered to match.
+    pub fn forward_nhwc(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let (ho, wo, k) = (h / self.k, w / self.k, self.k);
         let x = x.narrow(1, 0, ho * k)?.narrow(2, 0, wo * k)?;
-        let patches = x.reshape((n, ho, k, wo, k, c))?.permute((0, 1, 3, 5, 2, 4))?;
-        self.project(&patches, n, ho, wo)
+        let patches = x.reshape((n, ho, k, wo, k * c))?.permute((0, 1, 3, 2, 4))?;
+        let weight = || self.weight.permute((0, 2, 3, 1))?.flatten_from(1);
+        self.project(&patches, (n, ho, wo), weight, &self.packed[1], train)
     }
 
-    /// `patches: [N, Ho, Wo, C, k, k]` (any strides) times the flattened kernel.
-    fn project(&self, patches: &Tensor, n: usize, ho: usize, wo: usize) -> Result<Tensor> {
+    /// `patches: [N, Ho, Wo, ...]` (any strides) times `weight()`, the kernel flattened in the
+    /// patches' order (packed once in `slot` at inference).
+    fn project(
+        &self,
+        patches: &Tensor,
+        (n, ho, wo): (usize, usize, usize),
+        weight: impl Fn() -> Result<Tensor>,
+        slot: &PackedSlot,
+        train: bool,
+    ) -> Result<Tensor> {
         let out = self.weight.dim(0)?;
         let flat = self.weight.elem_count() / out;
         let y = patches.contiguous()?.reshape((n * ho * wo, flat))?;
-        let y = bias_add(&linear_no_bias(&y, &self.weight.reshape((out, flat))?)?, &self.bias)?;
-        y.reshape((n, ho, wo, out))
+        let packed = if train { None } else { slot.get_with(&weight)? };
+        let y = match packed {
+            Some(w) => linear_packed(&y, &w)?,
+            None => linear_no_bias(&y, &weight()?)?,
+        };
+        bias_add(&y, &self.bias)?.reshape((n, ho, wo, out))
     }
 }
 

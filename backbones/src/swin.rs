@@ -387,7 +387,7 @@ impl SwinTransformer {
         let (ph, pw) = ((self.patch - h % self.patch) % self.patch, (self.patch - w % self.patch) % self.patch);
         let images =
             if ph + pw > 0 { images.pad_with_zeros(2, 0, ph)?.pad_with_zeros(3, 0, pw)? } else { images.clone() };
-        let mut x = self.patch_norm.forward(&self.proj.forward_nchw(&images)?)?;
+        let mut x = self.patch_norm.forward(&self.proj.forward_nchw(&images, train)?)?;
         let mut outs = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
             let (b, h, w, _) = x.dims4()?;
@@ -427,7 +427,8 @@ impl SwinClassifier {
 impl Classifier for SwinClassifier {
     fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.trunk.forward_stages(images, train)?.pop().expect("at least one stage");
-        self.head.forward(&self.norm.forward(&last)?.mean((1, 2))?)
+        let features = self.norm.forward(&last)?.mean((1, 2))?;
+        self.head.forward_t(&features, train)
     }
 
     fn num_classes(&self) -> usize {

@@ -124,12 +124,14 @@ impl TwoStageDetector {
     /// (the backbone's, at 800x1333, are most of the memory).
     pub fn predict(&self, images: &Tensor, metas: &[ImageMeta]) -> Result<Vec<InstanceResult>> {
         let detach_all = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.detach()).collect::<Vec<_>>();
-        let _autocast = Autocast::enable(self.params.autocast())?;
-        let feats = detach_all(self.backbone.forward(&images.to_device(self.params.device())?, false)?);
-        let feats = detach_all(self.neck.forward(&feats)?);
-        let rpn_out = self.rpn.forward(&feats)?.detach();
-        let proposals = self.rpn.proposals(&rpn_out, metas, &self.rpn.config().test_proposals)?;
-        self.roi.simple_test(&feats, &proposals, metas)
+        nextdet_ops::on_pool(|| {
+            let _autocast = Autocast::enable(self.params.autocast())?;
+            let feats = detach_all(self.backbone.forward(&images.to_device(self.params.device())?, false)?);
+            let feats = detach_all(self.neck.forward(&feats)?);
+            let rpn_out = self.rpn.forward(&feats)?.detach();
+            let proposals = self.rpn.proposals(&rpn_out, metas, &self.rpn.config().test_proposals)?;
+            self.roi.simple_test(&feats, &proposals, metas)
+        })
     }
 
     /// Whether the model predicts masks.

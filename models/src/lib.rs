@@ -66,8 +66,10 @@ impl ImageClassifier {
     /// parameters' device (the images are moved there) in their autocast dtype
     /// ([`ParamStore::set_autocast`]).
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        let _autocast = Autocast::enable(self.params.autocast())?;
-        self.net.forward(&images.to_device(self.params.device())?, train)
+        nextdet_ops::on_pool(|| {
+            let _autocast = Autocast::enable(self.params.autocast())?;
+            self.net.forward(&images.to_device(self.params.device())?, train)
+        })
     }
 
     /// Number of classes.

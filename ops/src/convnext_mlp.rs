@@ -13,7 +13,7 @@
 
 use crate::cpu::as_f32;
 use crate::gelu::{gelu_rows, gelu_rows_in_place};
-use crate::gemm::{matmul_packed, matmul_packed_bf16, Bf16Rows, PackedWeight, Precision};
+use crate::gemm::{matmul_packed, matmul_packed_bf16, row_unit, Bf16Rows, PackedWeight, Precision};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -80,7 +80,7 @@ impl CustomOp2 for MlpOp<'_> {
             }
             return Ok((CpuStorage::F32(out), l1.shape().clone()));
         }
-        let tasks = chunks(rows, hidden, bf16, threads);
+        let tasks = chunks(rows, hidden, row_unit(mlp.w1.precision()), threads);
         let mut outs: Vec<&mut [f32]> = Vec::with_capacity(tasks.len());
         let mut rest = out.as_mut_slice();
         for &(_, len) in &tasks {
@@ -106,14 +106,15 @@ impl CustomOp2 for MlpOp<'_> {
 /// images/s end to end with 2 threads).
 const MIN_ROWS_PER_TASK: usize = 64;
 
-/// `(first row, rows)` of each task: whole blocks of rows (32 in bf16, the AMX tile; 24 in
-/// f32, two register tiles) dealt evenly, at least one chunk per thread where there are rows
-/// enough, and no chunk whose hidden rows pass [`HIDDEN_FLOATS`].
-fn chunks(rows: usize, hidden: usize, bf16: bool, threads: usize) -> Vec<(usize, usize)> {
-    let unit = if bf16 { 32 } else { 24 };
+/// `(first row, rows)` of each task: whole units of `unit` rows (the multiply's row block),
+/// dealt evenly over a multiple of `threads` tasks, so that every thread gets the same share
+/// (ConvNeXt-T's third stage at batch 1, 196 rows, was three chunks on two threads: one thread
+/// did two thirds), and no chunk whose hidden rows pass [`HIDDEN_FLOATS`].
+fn chunks(rows: usize, hidden: usize, unit: usize, threads: usize) -> Vec<(usize, usize)> {
     let blocks = rows.div_ceil(unit);
     let max_blocks = (HIDDEN_FLOATS / (hidden.max(1) * unit)).max(1);
-    let n = blocks.div_ceil(max_blocks).max(threads.min(blocks)).max(1);
+    let n = blocks.div_ceil(max_blocks).div_ceil(threads.max(1)) * threads.max(1);
+    let n = n.min(blocks).max(1);
     (0..n)
         .map(|i| {
             let (b0, b1) = (blocks * i / n, blocks * (i + 1) / n);
@@ -126,9 +127,13 @@ fn chunks(rows: usize, hidden: usize, bf16: bool, threads: usize) -> Vec<(usize,
 /// One chunk in f32: the same kernels, in the same order per element, as the separate ops.
 fn chunk_f32(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], rows: usize, parallel: bool) {
     let hidden = mlp.w1.dims().1;
-    let mut h = vec![0f32; rows * hidden];
-    // SAFETY: y holds rows x C, h rows x hidden, out rows x C floats.
-    unsafe { matmul_packed(rows, h.as_mut_ptr(), y.as_ptr(), &mlp.w1, parallel) };
+    let mut h = Vec::<f32>::with_capacity(rows * hidden);
+    // SAFETY: y holds rows x C, h room for rows x hidden, out rows x C floats; the multiply
+    // writes every element of h.
+    unsafe {
+        matmul_packed(rows, h.as_mut_ptr(), y.as_ptr(), &mlp.w1, parallel);
+        h.set_len(rows * hidden);
+    }
     gelu_rows_in_place(&mut h, &mlp.b1);
     // SAFETY: as above.
     unsafe { matmul_packed(rows, out.as_mut_ptr(), h.as_ptr(), &mlp.w2, parallel) };
@@ -142,9 +147,12 @@ fn chunk_bf16(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], row
     for (i, row) in y.chunks_exact(c).enumerate() {
         a.set_row(i, row);
     }
-    let mut h = vec![0f32; rows * hidden];
-    // SAFETY: h has room for rows x hidden floats.
-    unsafe { matmul_packed_bf16(rows, h.as_mut_ptr(), &a, &mlp.w1, parallel) };
+    let mut h = Vec::<f32>::with_capacity(rows * hidden);
+    // SAFETY: h has room for rows x hidden floats, every one written by the multiply.
+    unsafe {
+        matmul_packed_bf16(rows, h.as_mut_ptr(), &a, &mlp.w1, parallel);
+        h.set_len(rows * hidden);
+    }
     let mut g = Bf16Rows::zeros(rows, hidden);
     let mut row = vec![0f32; hidden];
     for (i, hr) in h.chunks_exact(hidden).enumerate() {
@@ -173,11 +181,8 @@ mod tests {
     #[test]
     fn chunks_cover_the_rows_once_in_whole_blocks() {
         for rows in [1, 31, 32, 49, 196, 784, 3136, 25_088] {
-            for (hidden, bf16, threads) in
-                [(384, true, 2), (3072, true, 2), (1536, false, 2), (384, false, 1), (384, true, 16)]
-            {
-                let cs = chunks(rows, hidden, bf16, threads);
-                let unit = if bf16 { 32 } else { 24 };
+            for (hidden, unit, threads) in [(384, 32, 2), (3072, 32, 2), (1536, 12, 2), (384, 12, 1), (384, 32, 16)] {
+                let cs = chunks(rows, hidden, unit, threads);
                 let mut next = 0;
                 for &(start, len) in &cs {
                     assert_eq!(start, next);
@@ -186,8 +191,26 @@ mod tests {
                     next += len;
                 }
                 assert_eq!(next, rows, "rows {rows} hidden {hidden}");
-                assert!(cs.len() >= threads.min(rows.div_ceil(unit)));
+                let blocks = rows.div_ceil(unit);
+                assert!(cs.len() >= threads.min(blocks));
+                if blocks >= threads {
+                    assert!(
+                        cs.len().is_multiple_of(threads) || cs.len() == blocks,
+                        "{} tasks for {threads} threads",
+                        cs.len()
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn chunks_share_the_rows_evenly_between_threads() {
+        // ConvNeXt-T's third stage at batch 1: 196 rows, 17 tiles of 12, over 2 threads
+        let cs = chunks(196, 1536, 12, 2);
+        assert!(cs.len().is_multiple_of(2));
+        let tiles: Vec<usize> = cs.iter().map(|&(_, len)| len.div_ceil(12)).collect();
+        let (lo, hi) = (tiles.iter().min().unwrap(), tiles.iter().max().unwrap());
+        assert!(hi - lo <= 1, "{tiles:?}");
     }
 }

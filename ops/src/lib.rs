@@ -33,6 +33,7 @@ pub mod sync_batch_norm;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
 pub use bias_relu::{bias_add, relu};
+pub use cpu::on_pool;
 pub use depthwise_conv::{depthwise_conv2d_layer_norm_nhwc, depthwise_conv2d_nchw, depthwise_conv2d_nhwc};
 pub use drop_path::{drop_path, drop_path_scales};
 pub use gelu::bias_gelu;

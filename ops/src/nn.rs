@@ -81,8 +81,8 @@ pub struct Linear {
     weight: Tensor,
     bias: Tensor,
     store: ParamStore,
-    /// The weight packed for inference, with the [`crate::weights_generation`] it was packed at.
-    packed: std::sync::Mutex<Option<(u64, std::sync::Arc<crate::PackedWeight>)>>,
+    /// The weight packed for inference.
+    packed: PackedSlot,
 }
 
 impl Linear {
@@ -92,7 +92,7 @@ impl Linear {
             weight: scope.param("weight", (out, inp), init)?,
             bias: scope.param("bias", out, Init::Const(0.0))?,
             store: scope.store().clone(),
-            packed: std::sync::Mutex::new(None),
+            packed: PackedSlot::default(),
         })
     }
 
@@ -114,26 +114,56 @@ impl Linear {
     }
 
     /// The weight packed for inference in [`crate::inference_precision`] (`None` where the
-    /// packed multiply does not run: another device, a CPU without AVX-512); packed on first
-    /// use and again after any change of parameter values ([`crate::weights_changed`]) or of
-    /// the precision.
+    /// packed multiply does not run: another device, a CPU without AVX-512); see [`PackedSlot`].
     pub fn packed_weight(&self) -> Result<Option<std::sync::Arc<crate::PackedWeight>>> {
-        let generation = crate::weights_generation();
-        let precision = crate::inference_precision();
-        let mut slot = self.packed.lock().expect("packed weight lock");
-        if let Some((g, p)) = slot.as_ref() {
-            if *g == generation && p.precision() == precision {
-                return Ok(Some(p.clone()));
-            }
+        self.packed.get(&self.weight)
+    }
+
+    /// [`Self::forward`] in training; at inference (`train` false) through the weight packed
+    /// once where the packed multiply runs (not differentiable).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match if train { None } else { self.packed_weight()? } {
+            Some(w) => crate::bias_add(&crate::linear_packed(x, &w)?, &self.bias),
+            None => self.forward(x),
         }
-        let packed = crate::PackedWeight::from_weight(&self.weight, precision)?.map(std::sync::Arc::new);
-        *slot = packed.clone().map(|p| (generation, p));
-        Ok(packed)
     }
 
     /// The weight `[out, in]`, for callers that fuse the multiply with the step before it (the
     /// ConvNeXt block's GELU and second pointwise layer).
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+}
+
+/// A layer's weight (`[out, in]`) packed for inference, kept until the parameter values
+/// ([`crate::weights_changed`]) or the inference precision change; packed on first use. Shared by
+/// every layer that multiplies by a weight at inference.
+#[derive(Default)]
+pub struct PackedSlot(std::sync::Mutex<Option<(u64, std::sync::Arc<crate::PackedWeight>)>>);
+
+impl PackedSlot {
+    /// `weight` packed in [`crate::inference_precision`], from the slot when it is current
+    /// (`None` where the packed multiply does not run: another device, a CPU without AVX-512).
+    pub fn get(&self, weight: &Tensor) -> Result<Option<std::sync::Arc<crate::PackedWeight>>> {
+        self.get_with(|| Ok(weight.clone()))
+    }
+
+    /// [`Self::get`] for a weight that takes work to form (a reordered kernel): `weight` runs
+    /// only when the slot must be packed again.
+    pub fn get_with(
+        &self,
+        weight: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Option<std::sync::Arc<crate::PackedWeight>>> {
+        let generation = crate::weights_generation();
+        let precision = crate::inference_precision();
+        let mut slot = self.0.lock().expect("packed weight lock");
+        if let Some((g, p)) = slot.as_ref() {
+            if *g == generation && p.precision() == precision {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let packed = crate::PackedWeight::from_weight(&weight()?, precision)?.map(std::sync::Arc::new);
+        *slot = packed.clone().map(|p| (generation, p));
+        Ok(packed)
     }
 }

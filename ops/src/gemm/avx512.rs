@@ -87,7 +87,7 @@ pub(super) unsafe fn matmul(
     threads: usize,
 ) {
     let panels = n.div_ceil(NR);
-    let row_blocks = m.div_ceil(MC);
+    let (row_blocks, block_rows) = row_blocks(m);
     // Enough tasks to keep every thread busy: split the columns too when there are few row blocks.
     let col_chunks = if threads > 1 { (2 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
     let panels_per_chunk = panels.div_ceil(col_chunks);
@@ -113,7 +113,7 @@ pub(super) unsafe fn matmul(
             _ => &[],
         };
         let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc) = (rb * MC, MC.min(m - rb * MC));
+            let (i0, mc) = (rb * block_rows, block_rows.min(m - rb * block_rows));
             let p1 = (p0 + panels_per_chunk).min(panels);
             let a_packed;
             // (pointer, row stride, column stride) of the task's rows of the left-hand side
@@ -165,6 +165,14 @@ pub(super) unsafe fn matmul(
             tasks.iter().for_each(run);
         }
     }
+}
+
+/// How the `m` rows are cut into blocks a task packs and multiplies: `(blocks, rows a block)`,
+/// as few blocks as [`MC`] allows, of equal size in whole tiles (196 rows are blocks of 108 and
+/// 88, not 144 and 52, so that two threads finish together).
+fn row_blocks(m: usize) -> (usize, usize) {
+    let blocks = m.div_ceil(MC).max(1);
+    (blocks, m.div_ceil(blocks).div_ceil(MR) * MR)
 }
 
 /// Packs rows `pc..pc+kc` of the `k x n` right-hand side into `NR`-column panels, from panel
@@ -258,10 +266,31 @@ unsafe fn pack_lhs(lhs: Operand, i0: usize, mc: usize, pc: usize, kc: usize, out
     }
 }
 
-/// One `MR x NR` tile: `c[rows x cols] = [c +] a · b`, where element `(i, q)` of `a` is at
-/// `a[i * ars + q * acs]` (rows past `rows` repeat the last one, their results unused) and `b`
-/// is a packed `[kc][NR]` panel.
-#[target_feature(enable = "avx512f")]
+/// `kernel::<R>(args)` with the const `R` equal to `rows` (1 to [`MR`]; more runs `MR`): the
+/// tile kernels exist for every height, so that the last rows of a block cost what they compute.
+macro_rules! by_height {
+    ($rows:expr, $kernel:ident($($arg:expr),*)) => {
+        match $rows {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            6 => $kernel::<6>($($arg),*),
+            7 => $kernel::<7>($($arg),*),
+            8 => $kernel::<8>($($arg),*),
+            9 => $kernel::<9>($($arg),*),
+            10 => $kernel::<10>($($arg),*),
+            11 => $kernel::<11>($($arg),*),
+            _ => $kernel::<MR>($($arg),*),
+        }
+    };
+}
+
+/// One tile of `rows` (1 to `MR`) x `NR`: `c[rows x cols] = [c +] a · b`, where element
+/// `(i, q)` of `a` is at `a[i * ars + q * acs]` and `b` is a packed `[kc][NR]` panel. A tile of
+/// fewer rows runs a kernel of exactly that many (ConvNeXt-T's last stage at batch 1 has 49 rows:
+/// four full tiles and one of a single row, which a full-height kernel would compute 12 times).
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     kc: usize,
@@ -275,25 +304,44 @@ unsafe fn tile(
     cols: usize,
     load: bool,
 ) {
-    let row: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * ars));
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    by_height!(rows, tile_rows(kc, a, ars, acs, b, c, ldc, cols, load))
+}
+
+/// [`tile`] for exactly `R` rows.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_rows<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    load: bool,
+) {
+    let row: [*const f32; R] = std::array::from_fn(|i| a.add(i * ars));
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for q in 0..kc {
         let b0 = _mm512_loadu_ps(b.add(q * NR));
         let b1 = _mm512_loadu_ps(b.add(q * NR + 16));
         let off = q * acs;
-        for i in 0..MR {
+        for i in 0..R {
             let ai = _mm512_set1_ps(*row[i].add(off));
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
     }
-    store_tile(&acc, c, ldc, rows, cols, load);
+    store_tile(&acc, c, ldc, cols, load);
 }
 
-/// Writes the first `rows x cols` of an accumulator tile to `c` (`ldc` floats a row), added to
-/// what is there when `load`.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_tile(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize, rows: usize, cols: usize, load: bool) {
+/// Writes the first `cols` columns of an accumulator tile of `R` rows to `c` (`ldc` floats a
+/// row), added to what is there when `load`. Always inlined into the AVX-512 kernels that call
+/// it, so that the accumulators go from registers to `c` (as a call of its own, the tile was
+/// zeroed, spilled to the stack and reloaded on every call).
+#[inline(always)]
+unsafe fn store_tile<const R: usize>(acc: &[[__m512; 2]; R], c: *mut f32, ldc: usize, cols: usize, load: bool) {
     let m0: __mmask16 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
     let m1: __mmask16 = if cols >= 32 {
         0xffff
@@ -302,7 +350,7 @@ unsafe fn store_tile(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize, rows: usi
     } else {
         0
     };
-    for (i, row) in acc.iter().enumerate().take(rows) {
+    for (i, row) in acc.iter().enumerate() {
         let ci = c.add(i * ldc);
         let (mut v0, mut v1) = (row[0], row[1]);
         if load {
@@ -418,7 +466,7 @@ pub(super) unsafe fn matmul_bf16(
     }
     let k2 = bf16_row_len(k);
     let panels = n.div_ceil(NR);
-    let row_blocks = m.div_ceil(MC);
+    let (row_blocks, block_rows) = row_blocks(m);
     let col_chunks = if threads > 1 { (2 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
     let panels_per_chunk = panels.div_ceil(col_chunks);
     let tasks: Vec<(usize, usize)> =
@@ -431,7 +479,7 @@ pub(super) unsafe fn matmul_bf16(
         let block = &b[offset..offset + panels * NR * pairs];
         offset += panels * NR * pairs;
         let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc) = (rb * MC, MC.min(m - rb * MC));
+            let (i0, mc) = (rb * block_rows, block_rows.min(m - rb * block_rows));
             let p1 = (p0 + panels_per_chunk).min(panels);
             for p in p0..p1 {
                 let cols = NR.min(n - p * NR);
@@ -456,9 +504,8 @@ pub(super) unsafe fn matmul_bf16(
     }
 }
 
-/// One `MR x NR` tile in bf16: `c = [c +] a · b` over `pairs` pairs of `k`, `a` rows `ars`
-/// bf16 apart (rows past `rows` repeat the last one), `b` a packed pair panel.
-#[target_feature(enable = "avx512f,avx512bf16")]
+/// One tile of `rows` (1 to `MR`) x `NR` in bf16: `c = [c +] a · b` over `pairs` pairs of `k`,
+/// `a` rows `ars` bf16 apart, `b` a packed pair panel; as [`tile`], a kernel of exactly `rows`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_bf16(
     pairs: usize,
@@ -471,17 +518,33 @@ unsafe fn tile_bf16(
     cols: usize,
     load: bool,
 ) {
-    let row: [*const u16; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * ars));
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    by_height!(rows, tile_bf16_rows(pairs, a, ars, b, c, ldc, cols, load))
+}
+
+/// [`tile_bf16`] for exactly `R` rows.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16_rows<const R: usize>(
+    pairs: usize,
+    a: *const u16,
+    ars: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    load: bool,
+) {
+    let row: [*const u16; R] = std::array::from_fn(|i| a.add(i * ars));
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for q in 0..pairs {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
-        for i in 0..MR {
+        for i in 0..R {
             let pair = (row[i].add(2 * q) as *const i32).read_unaligned();
             let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
     }
-    store_tile(&acc, c, ldc, rows, cols, load);
+    store_tile(&acc, c, ldc, cols, load);
 }

@@ -118,6 +118,17 @@ pub fn bf16_supported() -> bool {
     false
 }
 
+/// Rows the inference multiply computes as one unit in `precision`: 32 on AMX (one tile
+/// block), else the register tile's 12. Work split along rows in whole units wastes none.
+pub(crate) fn row_unit(precision: Precision) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if precision == Precision::Bf16 && amx::available() && !amx::disabled_for_tests() {
+        return 32;
+    }
+    let _ = precision;
+    12
+}
+
 /// The packed data of a [`PackedWeight`].
 enum Packed {
     F32(Vec<f32>),
@@ -155,12 +166,27 @@ impl PackedWeight {
     /// Packs a linear layer's weight `[n, k]`: `None` for a weight that is not f32 on the CPU, or
     /// where the CPU lacks AVX-512 (or AVX-512 BF16 for [`Precision::Bf16`]).
     pub fn from_weight(weight: &candle_core::Tensor, precision: Precision) -> candle_core::Result<Option<Self>> {
-        if !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32 {
+        if !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32 || !Self::runs(precision) {
             return Ok(None);
         }
         let (n, k) = weight.dims2()?;
         let w = weight.detach().contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self::new(&w, n, k, precision))
+    }
+
+    /// Whether this CPU runs the packed multiply in `precision` (AVX-512, and AVX-512 BF16 for
+    /// bf16), checked before a weight is copied for packing.
+    fn runs(precision: Precision) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return match precision {
+            Precision::F32 => avx512::available(),
+            Precision::Bf16 => avx512::bf16_available(),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = precision;
+            false
+        }
     }
 
     /// `(k, n)`: the input and output features.

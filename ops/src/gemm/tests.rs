@@ -120,3 +120,23 @@ fn amx_and_avx512_bf16_kernels_agree() {
         assert!(err < 1e-6, "{m}x{n}x{k}: AMX against AVX-512 BF16, relative error {err}");
     }
 }
+
+#[test]
+fn every_tile_height_matches_the_reference() {
+    // the kernels run a tile of exactly the rows left (1 to 12) at the bottom of each block, and
+    // cut more than 144 rows into blocks of equal size
+    let _switch = AMX_SWITCH.lock().unwrap();
+    let (n, k) = (40, 21);
+    for m in (1..=25).chain([145, 196, 301, 1729]) {
+        let (x, w) = (values(m * k, 100 + m as u64), values(n * k, 200 + m as u64));
+        let Some(packed) = PackedWeight::new(&w, n, k, Precision::F32) else { return };
+        let (want, scale) = reference(&x, &w, (m, n, k));
+        let err = worst(&packed_product(&x, &packed, m), &want, &scale);
+        assert!(err < 1e-6, "f32 {m}x{n}x{k}: relative error {err}");
+        if let Some(packed) = PackedWeight::new(&w, n, k, Precision::Bf16) {
+            let (want, scale) = reference(&round_bf16(&x), &round_bf16(&w), (m, n, k));
+            let err = worst(&packed_product(&x, &packed, m), &want, &scale);
+            assert!(err < 1e-6, "bf16 {m}x{n}x{k}: relative error {err}");
+        }
+    }
+}
