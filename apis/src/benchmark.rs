@@ -106,7 +106,9 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Times the model of `cfg` (with `checkpoint`'s weights, or random ones).
+/// Times the model of `cfg` (with `checkpoint`'s weights, or random ones). The iterations run on
+/// the global pool's threads ([`nextdet_ops::on_pool`]): set the pool up first
+/// ([`crate::runtime::configure_threads`]), whose thread stacks hold a detector's backward pass.
 pub fn benchmark(cfg: &Config, checkpoint: Option<&Path>, opts: &BenchOptions) -> Result<BenchReport> {
     validate(opts)?;
     crate::config::apply_precision(cfg)?;

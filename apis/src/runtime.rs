@@ -11,11 +11,13 @@ use anyhow::{Context, Result};
 /// the heap (glibc refuses an mmap threshold above 32 MiB, so mmap is switched off instead) and
 /// never trimming it lets large blocks be reused, as PyTorch's caching allocator does.
 ///
-/// All threads share one arena: the forward and backward passes run on the pool's threads
-/// ([`nextdet_ops::on_pool`]), and with an arena per thread each kept its own freed blocks
-/// (measured, ConvNeXt-T training step at batch 8: peak 1558 MiB against 1178 MiB with one
-/// arena, and 3.9 against 4.6 images/s; Mask R-CNN's step 7.3 GiB against 5.6 GiB). Tensors
-/// are allocated a few at a time, so the shared lock costs nothing measurable.
+/// All threads share one arena: inference (and the benchmark's training steps) run on the pool's
+/// threads ([`nextdet_ops::on_pool`]), and with an arena per thread each kept its own freed
+/// blocks (measured, the benchmark's ConvNeXt-T training step at batch 8: peak 1558 MiB against
+/// 1178 MiB with one arena, and 3.9 against 4.6 images/s; Mask R-CNN's step 7.3 GiB against
+/// 5.6 GiB). Tensors are allocated a few at a time, so the shared lock costs nothing measurable
+/// (two thread ranks training the shapes Mask R-CNN ran at 5.2-5.6 images/s with it, 4.2-5.5
+/// without).
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters; it is called before any thread

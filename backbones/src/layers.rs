@@ -85,7 +85,8 @@ impl PatchConv {
 
     /// Channels-last `[N, H, W, C]` to `[N, H/k, W/k, out]`. The patches keep the input's
     /// layout, `(kh, kw, C)`, each kernel row one contiguous run of `k * C` values to copy, and
-    /// the weight is reordered to match.
+    /// the weight is reordered to match. Inference (`train` false) multiplies by the reordered
+    /// weight packed once.
     pub fn forward_nhwc(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let (ho, wo, k) = (h / self.k, w / self.k, self.k);

@@ -79,11 +79,15 @@ pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Runs `work` on a thread of rayon's current pool, the caller waiting (inline where the caller
-/// is one of the pool's threads already). Every parallel region `work` starts then begins on a
-/// worker that takes part in it, instead of handing over from an outside thread to the pool and
-/// back, two thread wake-ups per region: ConvNeXt-T at batch 1 runs some 40 regions an image.
-/// Thread-local settings (autocast) must be made inside `work`.
+/// Runs `work` on a thread of rayon's global pool, the caller waiting (inline, on that pool,
+/// where the caller is a thread of any rayon pool, as a thread rank's is). Every parallel region
+/// `work` starts then begins on a worker that takes part in it, instead of handing over from an
+/// outside thread to the pool and back, two thread wake-ups per region: ConvNeXt-T at batch 1
+/// runs some 40 regions an image. Per-thread settings do not follow `work` to the pool's thread:
+/// autocast must be enabled inside it, and a group set with `nextdet_dist::set_thread_world`
+/// applies only where `work` runs inline. `work` gets the pool threads' stack (64 MiB as the
+/// commands set the pool up, `nextdet_apis::runtime::configure_threads`; rayon's default is
+/// smaller than a main thread's), which a detector's backward pass needs.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }

@@ -156,6 +156,9 @@ impl PackedSlot {
     ) -> Result<Option<std::sync::Arc<crate::PackedWeight>>> {
         let generation = crate::weights_generation();
         let precision = crate::inference_precision();
+        if !crate::PackedWeight::runs(precision) {
+            return Ok(None); // nothing to pack here: do not form the weight
+        }
         let mut slot = self.0.lock().expect("packed weight lock");
         if let Some((g, p)) = slot.as_ref() {
             if *g == generation && p.precision() == precision {

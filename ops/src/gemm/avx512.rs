@@ -266,7 +266,7 @@ unsafe fn pack_lhs(lhs: Operand, i0: usize, mc: usize, pc: usize, kc: usize, out
     }
 }
 
-/// `kernel::<R>(args)` with the const `R` equal to `rows` (1 to [`MR`]; more runs `MR`): the
+/// `kernel::<R>(args)` with the const `R` equal to `rows` (1 to [`MR`]): the
 /// tile kernels exist for every height, so that the last rows of a block cost what they compute.
 macro_rules! by_height {
     ($rows:expr, $kernel:ident($($arg:expr),*)) => {
@@ -282,7 +282,8 @@ macro_rules! by_height {
             9 => $kernel::<9>($($arg),*),
             10 => $kernel::<10>($($arg),*),
             11 => $kernel::<11>($($arg),*),
-            _ => $kernel::<MR>($($arg),*),
+            MR => $kernel::<MR>($($arg),*),
+            other => unreachable!("a tile of {other} rows"),
         }
     };
 }

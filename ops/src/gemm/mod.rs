@@ -82,7 +82,9 @@ pub(crate) unsafe fn matmul(
     );
 }
 
-/// The number format of the inference multiplies (the pointwise layers of ConvNeXt): `f32`, or
+/// The number format of the inference multiplies through packed weights (ConvNeXt's pointwise
+/// layers, the patch convolutions of the stems and downsampling layers, the classifier heads;
+/// the stem's input is the normalized image itself): `f32`, or
 /// `bf16` inputs with `f32` accumulation (AVX-512 BF16's `vdpbf16ps`, twice the multiply-adds
 /// per instruction; where the CPU lacks it the multiplies stay `f32`). Training always
 /// multiplies in `f32`.
@@ -176,7 +178,7 @@ impl PackedWeight {
 
     /// Whether this CPU runs the packed multiply in `precision` (AVX-512, and AVX-512 BF16 for
     /// bf16), checked before a weight is copied for packing.
-    fn runs(precision: Precision) -> bool {
+    pub(crate) fn runs(precision: Precision) -> bool {
         #[cfg(target_arch = "x86_64")]
         return match precision {
             Precision::F32 => avx512::available(),
@@ -225,7 +227,10 @@ pub(crate) unsafe fn matmul_packed(m: usize, dst: *mut f32, lhs: *const f32, w: 
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (m, dst, lhs, threads);
+    {
+        let _ = (m, dst, lhs, threads);
+        unreachable!("a PackedWeight exists only where AVX-512 runs");
+    }
 }
 
 /// Rows of a left-hand side in bf16, laid out as the bf16 multiply reads them (each row
@@ -274,7 +279,10 @@ pub(crate) unsafe fn matmul_packed_bf16(m: usize, dst: *mut f32, a: &Bf16Rows, w
         Packed::F32(_) => panic!("matmul_packed_bf16 needs a weight packed in bf16"),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (m, dst, threads);
+    {
+        let _ = (m, dst, threads);
+        unreachable!("a bf16 PackedWeight exists only where AVX-512 BF16 runs");
+    }
 }
 
 /// A raw pointer that may cross into rayon tasks; each use writes a region no other task does.

@@ -124,10 +124,11 @@ fn amx_and_avx512_bf16_kernels_agree() {
 #[test]
 fn every_tile_height_matches_the_reference() {
     // the kernels run a tile of exactly the rows left (1 to 12) at the bottom of each block, and
-    // cut more than 144 rows into blocks of equal size
+    // cut more than 144 rows into blocks of equal size; k = 300 spans two blocks of k, so every
+    // height also adds to the partial sums already stored
     let _switch = AMX_SWITCH.lock().unwrap();
-    let (n, k) = (40, 21);
-    for m in (1..=25).chain([145, 196, 301, 1729]) {
+    for (m, k) in (1..=25).chain([145, 196, 301, 1729]).flat_map(|m| [(m, 21), (m, 300)]) {
+        let n = 40;
         let (x, w) = (values(m * k, 100 + m as u64), values(n * k, 200 + m as u64));
         let Some(packed) = PackedWeight::new(&w, n, k, Precision::F32) else { return };
         let (want, scale) = reference(&x, &w, (m, n, k));
