@@ -86,14 +86,9 @@ pub(super) unsafe fn matmul(
     rhs: Rhs<'_>,
     threads: usize,
 ) {
-    let panels = n.div_ceil(NR);
-    let (row_blocks, block_rows) = row_blocks(m);
-    // Enough tasks to keep every thread busy: split the columns too when there are few row blocks.
-    let col_chunks = if threads > 1 { (2 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
-    let panels_per_chunk = panels.div_ceil(col_chunks);
-    let tasks: Vec<(usize, usize)> =
-        (0..row_blocks).flat_map(|rb| (0..panels).step_by(panels_per_chunk).map(move |p0| (rb, p0))).collect();
-    let shared_b = row_blocks > 2 * threads;
+    let split = Split::new(m, n, threads);
+    let (panels, tasks) = (split.panels, &split.tasks);
+    let shared_b = split.row_blocks > 2 * threads;
     let prepacked = match rhs {
         Rhs::Packed(data) => Some(data),
         Rhs::Strided(_) => None,
@@ -113,8 +108,7 @@ pub(super) unsafe fn matmul(
             _ => &[],
         };
         let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc) = (rb * block_rows, block_rows.min(m - rb * block_rows));
-            let p1 = (p0 + panels_per_chunk).min(panels);
+            let (i0, mc, p1) = split.task(rb, p0);
             let a_packed;
             // (pointer, row stride, column stride) of the task's rows of the left-hand side
             let a = if direct_a {
@@ -167,12 +161,38 @@ pub(super) unsafe fn matmul(
     }
 }
 
-/// How the `m` rows are cut into blocks a task packs and multiplies: `(blocks, rows a block)`,
-/// as few blocks as [`MC`] allows, of equal size in whole tiles (196 rows are blocks of 108 and
-/// 88, not 144 and 52, so that two threads finish together).
-fn row_blocks(m: usize) -> (usize, usize) {
-    let blocks = m.div_ceil(MC).max(1);
-    (blocks, m.div_ceil(blocks).div_ceil(MR) * MR)
+/// How a multiply's `m x n` result is cut into tasks: row blocks a task packs and multiplies,
+/// as few as [`MC`] allows and of equal size in whole tiles (196 rows are blocks of 108 and 88,
+/// not 144 and 52, so that two threads finish together), times chunks of `NR`-column panels
+/// where there are too few row blocks to keep every thread busy.
+struct Split {
+    m: usize,
+    /// `NR`-column panels of the result.
+    panels: usize,
+    row_blocks: usize,
+    block_rows: usize,
+    panels_per_chunk: usize,
+    /// `(row block, first panel)` of each task.
+    tasks: Vec<(usize, usize)>,
+}
+
+impl Split {
+    fn new(m: usize, n: usize, threads: usize) -> Self {
+        let panels = n.div_ceil(NR);
+        let row_blocks = m.div_ceil(MC).max(1);
+        let block_rows = m.div_ceil(row_blocks).div_ceil(MR) * MR;
+        let col_chunks = if threads > 1 { (2 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
+        let panels_per_chunk = panels.div_ceil(col_chunks);
+        let tasks =
+            (0..row_blocks).flat_map(|rb| (0..panels).step_by(panels_per_chunk).map(move |p0| (rb, p0))).collect();
+        Self { m, panels, row_blocks, block_rows, panels_per_chunk, tasks }
+    }
+
+    /// `(first row, rows, end panel)` of the task `(rb, p0)`.
+    fn task(&self, rb: usize, p0: usize) -> (usize, usize, usize) {
+        let i0 = rb * self.block_rows;
+        (i0, self.block_rows.min(self.m - i0), (p0 + self.panels_per_chunk).min(self.panels))
+    }
 }
 
 /// Packs rows `pc..pc+kc` of the `k x n` right-hand side into `NR`-column panels, from panel
@@ -466,12 +486,8 @@ pub(super) unsafe fn matmul_bf16(
         return;
     }
     let k2 = bf16_row_len(k);
-    let panels = n.div_ceil(NR);
-    let (row_blocks, block_rows) = row_blocks(m);
-    let col_chunks = if threads > 1 { (2 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
-    let panels_per_chunk = panels.div_ceil(col_chunks);
-    let tasks: Vec<(usize, usize)> =
-        (0..row_blocks).flat_map(|rb| (0..panels).step_by(panels_per_chunk).map(move |p0| (rb, p0))).collect();
+    let split = Split::new(m, n, threads);
+    let (panels, tasks) = (split.panels, &split.tasks);
     let dst = SendPtr(dst);
     let mut offset = 0; // start of the current k block's panels in `b`
     for pc in (0..k).step_by(KC) {
@@ -480,8 +496,7 @@ pub(super) unsafe fn matmul_bf16(
         let block = &b[offset..offset + panels * NR * pairs];
         offset += panels * NR * pairs;
         let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc) = (rb * block_rows, block_rows.min(m - rb * block_rows));
-            let p1 = (p0 + panels_per_chunk).min(panels);
+            let (i0, mc, p1) = split.task(rb, p0);
             for p in p0..p1 {
                 let cols = NR.min(n - p * NR);
                 let bp = &block[p * NR * pairs..(p + 1) * NR * pairs];
