@@ -23,6 +23,37 @@ pub(crate) fn rows_per_task(row_len: usize, min_work: usize) -> usize {
     min_work.div_ceil(row_len.max(1)).max(1)
 }
 
+/// Partial sums [`lane_sum`] keeps: one AVX-512 register's worth.
+const SUM_LANES: usize = 16;
+
+/// `sum f([a[i], b[i], ...])` over the equally long `rows` (`N` of them), with [`SUM_LANES`]
+/// partial sums so that the compiler vectorizes what would otherwise be one long chain of
+/// dependent additions; the partial sums are then added pairwise. Reads fixed-size chunks, so
+/// that no bounds check stands in the way of the vectorizer (as an index closure it compiled
+/// to scalar additions).
+#[inline(always)]
+pub(crate) fn lane_sum<const N: usize>(rows: [&[f32]; N], f: impl Fn([f32; N]) -> f32) -> f32 {
+    let n = rows.first().map_or(0, |r| r.len());
+    assert!(rows.iter().all(|r| r.len() == n), "lane_sum: rows of different lengths");
+    let full = n / SUM_LANES * SUM_LANES;
+    let mut acc = [0f32; SUM_LANES];
+    for base in (0..full).step_by(SUM_LANES) {
+        let chunk: [&[f32; SUM_LANES]; N] =
+            std::array::from_fn(|r| rows[r][base..base + SUM_LANES].try_into().expect("SUM_LANES values"));
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(std::array::from_fn(|r| chunk[r][l]));
+        }
+    }
+    let mut width = SUM_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + (full..n).map(|i| f(std::array::from_fn(|r| rows[r][i]))).sum::<f32>()
+}
+
 /// Adds per-task partial sums in task order, so that a reduction gives the same bits whatever
 /// the thread count or scheduling (training runs must resume exactly).
 pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {

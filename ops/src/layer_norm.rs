@@ -5,7 +5,7 @@
 //! `F.layer_norm` semantics. The channels-first variant of the ConvNeXt code (stem and
 //! downsampling layers, detection output norms) is the same op on a channels-last view.
 
-use crate::cpu::{as_f32, multiversion, rows_per_task, sum_partials};
+use crate::cpu::{as_f32, lane_sum, multiversion, rows_per_task, sum_partials};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -29,29 +29,12 @@ pub fn layer_norm_channels_first(x: &Tensor, weight: &Tensor, bias: &Tensor, eps
     y.permute((0, 3, 1, 2))?.contiguous()
 }
 
-/// Width of the partial sums in [`lane_sum`]: enough independent accumulators for the
-/// compiler to vectorize a reduction that would otherwise be one long dependency chain.
-const SUM_LANES: usize = 16;
-
-/// `sum f(i)` for `i in 0..n`, with `SUM_LANES` partial sums so that it vectorizes.
-#[inline(always)]
-fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0f32; SUM_LANES];
-    let full = n / SUM_LANES * SUM_LANES;
-    for base in (0..full).step_by(SUM_LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(base + l);
-        }
-    }
-    acc.iter().sum::<f32>() + (full..n).map(&f).sum::<f32>()
-}
-
 /// Mean and reciprocal standard deviation of one row.
 #[inline(always)]
 fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = lane_sum(row.len(), |i| row[i]) / n;
-    let var = lane_sum(row.len(), |i| (row[i] - mean) * (row[i] - mean)) / n;
+    let mean = lane_sum([row], |[v]| v) / n;
+    let var = lane_sum([row], |[v]| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -91,8 +74,8 @@ multiversion! {
                 dw[i] += gr[i] * (xr[i] - mean) * rstd;
                 db[i] += gr[i];
             }
-            let m1 = lane_sum(d, |i| gr[i] * w[i]) / d as f32;
-            let m2 = lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / d as f32;
+            let m1 = lane_sum([gr, w], |[g, wv]| g * wv) / d as f32;
+            let m2 = lane_sum([gr, w, xr], |[g, wv, v]| g * wv * (v - mean) * rstd) / d as f32;
             for i in 0..d {
                 let xhat = (xr[i] - mean) * rstd;
                 dxr[i] = rstd * (gr[i] * w[i] - m1 - xhat * m2);

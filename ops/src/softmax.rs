@@ -11,7 +11,7 @@
 //! The row kernels are also used inside fused ops ([`crate::attention`] applies the scale,
 //! the additive bias and the mask to attention logits in the same pass as the softmax).
 
-use crate::cpu::{as_f32, multiversion, rows_per_task};
+use crate::cpu::{as_f32, lane_sum, multiversion, rows_per_task};
 use crate::gelu::exp_neg;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -49,19 +49,6 @@ fn row_max(row: &[f32]) -> f32 {
     chunks.remainder().iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
-/// `sum(f(i))` for `i in 0..n`, with lanes so that it vectorizes.
-#[inline(always)]
-fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let full = n / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(base + l);
-        }
-    }
-    acc.iter().sum::<f32>() + (full..n).map(&f).sum::<f32>()
-}
-
 /// Softmax of one row in place, given its maximum: `exp(v - max) / sum`.
 #[inline(always)]
 fn normalize_row<const FMA: bool>(row: &mut [f32], max: f32) {
@@ -73,7 +60,7 @@ fn normalize_row<const FMA: bool>(row: &mut [f32], max: f32) {
     for v in row.iter_mut() {
         *v = exp_neg::<FMA>(*v - max);
     }
-    let inv = 1.0 / lane_sum(row.len(), |i| row[i]);
+    let inv = 1.0 / lane_sum([&*row], |[v]| v);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -124,7 +111,7 @@ multiversion! {
     /// `y * (dy - <y, dy>)` on return, `y` the softmax output.
     pub(crate) fn softmax_grad_rows_in_place(y: &[f32], g: &mut [f32], d: usize) {
         for (yr, gr) in y.chunks_exact(d).zip(g.chunks_exact_mut(d)) {
-            let dot = lane_sum(d, |i| yr[i] * gr[i]);
+            let dot = lane_sum([yr, &*gr], |[y, g]| y * g);
             for i in 0..d {
                 gr[i] = yr[i] * (gr[i] - dot);
             }
@@ -141,7 +128,7 @@ multiversion! {
                 yr.iter_mut().for_each(|v| *v = f32::NAN);
                 continue;
             }
-            let lse = max + lane_sum(d, |i| exp_neg::<FMA>(xr[i] - max)).ln();
+            let lse = max + lane_sum([xr], |[v]| exp_neg::<FMA>(v - max)).ln();
             for i in 0..d {
                 yr[i] = xr[i] - lse;
             }
@@ -153,7 +140,7 @@ multiversion! {
     /// Log-softmax backward over rows: `dx = dy - exp(y) * sum(dy)`, `y` the log-softmax output.
     fn log_softmax_grad_rows(dx: &mut [f32], y: &[f32], gy: &[f32], d: usize) {
         for ((dr, yr), gr) in dx.chunks_exact_mut(d).zip(y.chunks_exact(d)).zip(gy.chunks_exact(d)) {
-            let total = lane_sum(d, |i| gr[i]);
+            let total = lane_sum([gr], |[g]| g);
             for i in 0..d {
                 // y <= 0, so exp_neg applies.
                 dr[i] = gr[i] - exp_neg::<FMA>(yr[i]) * total;
