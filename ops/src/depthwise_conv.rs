@@ -8,6 +8,7 @@ use crate::cpu::{as_f32, fmadd, multiversion, rows_per_task, sum_partials};
 use crate::layer_norm::{layer_norm_grads, norm_rows_in_place};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Depthwise convolution of channels-last `x: [N, H, W, C]` with `weight: [C, 1, k, k]` and
 /// `bias: [C]`; returns `[N, H, W, C]`. Differentiable in all three arguments.
@@ -92,8 +93,11 @@ struct Geom {
 
 /// Channels handled together by the vectorized kernels.
 const LANES: usize = 16;
-/// Output pixels accumulated together in registers by the forward kernel.
-const PIX: usize = 4;
+/// Most output pixels of a row the forward kernel accumulates together (a block): with a
+/// kernel row's `k` taps in registers, each input value is loaded once per block and kernel
+/// row and feeds every output pixel it touches (8 accumulators and 7 taps: 15 of AVX-512's 32
+/// vector registers).
+const MAX_PIX: usize = 8;
 
 impl Geom {
     fn of(x: &Layout, w: &Layout) -> Result<Self> {
@@ -111,18 +115,17 @@ impl Geom {
     fn padded_h(&self) -> usize {
         self.h + 2 * self.pad()
     }
-    /// Columns of a zero-padded image: the padding plus `PIX - 1` spare zero columns, so that a
-    /// block of `PIX` output pixels never reads past a row.
+    /// Columns of a zero-padded image.
     fn padded_w(&self) -> usize {
-        self.w + 2 * self.pad() + PIX - 1
+        self.w + 2 * self.pad()
     }
     fn padded_image_len(&self) -> usize {
         self.padded_h() * self.padded_w() * self.c
     }
 }
 
-/// Copies `[N, H, W, C]` into a zero-padded `[N, Hp, Wp, C]` buffer (see [`Geom::padded_w`]),
-/// so that the kernels need no boundary tests.
+/// Copies `[N, H, W, C]` into a zero-padded `[N, Hp, Wp, C]` buffer, so that the weight
+/// gradient's kernels need no boundary tests.
 fn pad_images(x: &[f32], g: Geom) -> Vec<f32> {
     let (p, wp) = (g.pad(), g.padded_w());
     let mut out = vec![0f32; g.n * g.padded_image_len()];
@@ -159,138 +162,278 @@ unsafe fn load_lanes(p: *const f32) -> [f32; LANES] {
     std::ptr::read_unaligned(p as *const [f32; LANES])
 }
 
-/// One output row for kernel size `K` from the `K` zero-padded input rows it reads: blocks of
-/// `PIX` pixels x `LANES` channels accumulate all `K * K` taps in registers before one store.
-/// Channels past the last full block take the scalar path.
+/// `body` once for each `S` below `n` (at most `MAX_PIX + 6`: blocks of up to 8 pixels and
+/// kernels of up to 7), `S` a constant in each copy.
+macro_rules! unroll {
+    ($s:ident in 0..$n:expr => $body:block) => {
+        unroll!(@each $s, $n, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    };
+    (@each $s:ident, $n:expr, $body:block, $($v:literal)*) => {
+        $({
+            const $s: usize = $v;
+            if $s < $n $body
+        })*
+    };
+}
+
+/// `LANES` channels as the forward kernel holds them: one AVX-512 register ([`Avx512`]), or
+/// an array the compiler vectorizes for the other builds ([`Portable`]).
+trait Lanes: Copy {
+    /// The `LANES` values at `p`.
+    ///
+    /// # Safety
+    /// `p..p + LANES` lies inside one live `f32` allocation.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Writes the values to `p..p + LANES`.
+    ///
+    /// # Safety
+    /// As [`Lanes::load`], and nobody else reads or writes there meanwhile.
+    unsafe fn store(self, p: *mut f32);
+    /// `self * b + c`, lane by lane.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+}
+
+/// [`Lanes`] as a plain array (`FMA`: fused multiply-adds, as [`fmadd`]).
+#[derive(Clone, Copy)]
+struct Portable<const FMA: bool>([f32; LANES]);
+
+impl<const FMA: bool> Lanes for Portable<FMA> {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Self(load_lanes(p))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p as *mut [f32; LANES], self.0)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| fmadd::<FMA>(self.0[l], b.0[l], c.0[l])))
+    }
+}
+
+/// [`Lanes`] in one AVX-512 register (as arrays, the accumulators of a block went through the
+/// stack after every multiply-add). Made only inside [`conv_block_avx512`], which runs where
+/// AVX-512 was detected.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx512(std::arch::x86_64::__m512);
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Self(std::arch::x86_64::_mm512_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        std::arch::x86_64::_mm512_storeu_ps(p, self.0)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        // SAFETY: an `Avx512` exists only where AVX-512 was detected (see the type).
+        Self(unsafe { std::arch::x86_64::_mm512_fmadd_ps(self.0, b.0, c.0) })
+    }
+}
+
+/// A block of `PIX` output pixels, columns `w0..w0 + PIX` of output row `h`, for kernel size
+/// `K`, read straight from the image `img: [H, W, C]` (taps that fall outside it are skipped):
+/// per channel vector, the bias, then kernel row by kernel row the `K` taps in registers, each
+/// input value loaded once and multiplied into every output pixel it reaches. Each output sums
+/// its taps row by row, left to right. Channels past the last full vector take the scalar path.
 #[inline(always)]
-fn conv_row_k<const K: usize, const FMA: bool>(
-    out: &mut [f32],
-    rows: &[&[f32]],
+fn conv_block_k<const K: usize, const PIX: usize, V: Lanes>(
+    out: &mut [MaybeUninit<f32>],
+    img: &[f32],
     taps: &[f32],
     bias: Option<&[f32]>,
     g: Geom,
+    (h, w0): (usize, usize),
 ) {
-    let (c, w, wp) = (g.c, g.w, g.padded_w());
-    // The reads below stay inside these bounds: K rows of wp padded columns, columns up to
-    // w0 + PIX - 1 + K - 1 < wp (the spare columns), channels c0..c0+LANES <= c.
-    assert!(g.k == K && rows.len() == K && rows.iter().all(|r| r.len() >= wp * c));
-    assert!(taps.len() >= K * K * c && out.len() >= w * c);
+    let (c, w, p) = (g.c, g.w, K / 2);
+    // The reads and writes below stay inside these bounds: input rows h + i - p in 0..H,
+    // columns w0 + s - p in 0..W, channels c0..c0 + LANES <= c, output pixels q < PIX.
+    assert!(g.k == K && h < g.h && w0 + PIX <= w && img.len() >= g.h * w * c);
+    assert!(taps.len() >= K * K * c && out.len() >= PIX * c && bias.is_none_or(|b| b.len() >= c));
+    let (i_lo, i_hi) = (p.saturating_sub(h), (g.h + p - h).min(K));
+    let (s_lo, s_hi) = (p.saturating_sub(w0), (w + p - w0).min(PIX + K - 1));
     let full = c / LANES * LANES;
+    let zeros = [0f32; LANES];
     for c0 in (0..full).step_by(LANES) {
-        let init = bias.map_or([0f32; LANES], |b| b[c0..c0 + LANES].try_into().expect("LANES values"));
-        for w0 in (0..w).step_by(PIX) {
-            let mut acc = [init; PIX];
-            for (i, input_row) in rows.iter().enumerate() {
-                let row = input_row[w0 * c + c0..].as_ptr();
-                for j in 0..K {
-                    // SAFETY: within the bounds asserted above.
-                    let t = unsafe { load_lanes(taps.as_ptr().add((i * K + j) * c + c0)) };
-                    for (p, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: column w0 + p + j < wp, channels c0..c0 + LANES (asserted above).
-                        let s = unsafe { load_lanes(row.add((p + j) * c)) };
-                        for l in 0..LANES {
-                            a[l] = fmadd::<FMA>(s[l], t[l], a[l]);
+        // SAFETY: channels c0..c0 + LANES (asserted above).
+        let init = unsafe { V::load(bias.map_or(zeros.as_ptr(), |b| b.as_ptr().add(c0))) };
+        let mut acc = [init; PIX];
+        for i in i_lo..i_hi {
+            // SAFETY: tap (i, j) < K * K, channels c0..c0 + LANES (asserted above).
+            let t: [V; K] = std::array::from_fn(|j| unsafe { V::load(taps.as_ptr().add((i * K + j) * c + c0)) });
+            let row = img[((h + i - p) * w + w0) * c + c0..].as_ptr();
+            // unrolled by hand: with `S` a constant in each copy, the tap each output pixel
+            // takes is known at compile time and the taps stay in registers
+            unroll!(S in 0..PIX + K - 1 => {
+                if (s_lo..s_hi).contains(&S) {
+                    // SAFETY: column w0 + S - p lies in 0..W (s_lo..s_hi), inside the image.
+                    let v = unsafe { V::load(row.add(S * c).sub(p * c)) };
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let j = S.wrapping_sub(q);
+                        if j < K {
+                            *a = v.mul_add(t[j], *a);
                         }
                     }
                 }
-            }
-            for (p, a) in acc.iter().enumerate().take(w - w0) {
-                out[(w0 + p) * c + c0..][..LANES].copy_from_slice(a);
-            }
+            });
+        }
+        for (q, a) in acc.iter().enumerate() {
+            // SAFETY: pixel q < PIX, channels c0..c0 + LANES (asserted above).
+            unsafe { a.store(out.as_mut_ptr().add(q * c + c0) as *mut f32) };
         }
     }
-    conv_row_scalar(out, rows, taps, bias, g, full);
+    conv_pixels_scalar(out, img, taps, bias, g, (h, w0, PIX), full);
 }
 
-/// Channels `from..C` of one output row, one value at a time (any kernel size).
+/// Channels `from..C` of the `pix` output pixels from column `w0` of output row `h`, one value
+/// at a time (any kernel size).
 #[inline(always)]
-fn conv_row_scalar(out: &mut [f32], rows: &[&[f32]], taps: &[f32], bias: Option<&[f32]>, g: Geom, from: usize) {
-    let (c, k) = (g.c, g.k);
-    for wo in 0..g.w {
+fn conv_pixels_scalar(
+    out: &mut [MaybeUninit<f32>],
+    img: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    g: Geom,
+    (h, w0, pix): (usize, usize, usize),
+    from: usize,
+) {
+    let (c, k, p) = (g.c, g.k, g.pad());
+    for q in 0..pix {
+        let wo = w0 + q;
+        let (j_lo, j_hi) = (p.saturating_sub(wo), (g.w + p - wo).min(k));
         for ch in from..c {
             let mut a = bias.map_or(0.0, |b| b[ch]);
-            for (i, row) in rows.iter().enumerate() {
-                for j in 0..k {
-                    a += row[(wo + j) * c + ch] * taps[(i * k + j) * c + ch];
+            for i in p.saturating_sub(h)..(g.h + p - h).min(k) {
+                for j in j_lo..j_hi {
+                    a += img[((h + i - p) * g.w + wo + j - p) * c + ch] * taps[(i * k + j) * c + ch];
                 }
             }
-            out[wo * c + ch] = a;
+            out[q * c + ch].write(a);
         }
     }
+}
+
+/// `kernel::<K, PIX, V>(args)` with the const `PIX` equal to `pix` (1 to [`MAX_PIX`]).
+macro_rules! by_width {
+    ($pix:expr, $kernel:ident::<$k:literal, $v:ty>($($arg:expr),*)) => {
+        match $pix {
+            1 => $kernel::<$k, 1, $v>($($arg),*),
+            2 => $kernel::<$k, 2, $v>($($arg),*),
+            3 => $kernel::<$k, 3, $v>($($arg),*),
+            4 => $kernel::<$k, 4, $v>($($arg),*),
+            5 => $kernel::<$k, 5, $v>($($arg),*),
+            6 => $kernel::<$k, 6, $v>($($arg),*),
+            7 => $kernel::<$k, 7, $v>($($arg),*),
+            MAX_PIX => $kernel::<$k, MAX_PIX, $v>($($arg),*),
+            other => unreachable!("a block of {other} pixels"),
+        }
+    };
+}
+
+/// [`conv_block`]'s body for lanes of type `V`.
+macro_rules! conv_block_with {
+    ($v:ty, $out:expr, $img:expr, $taps:expr, $bias:expr, $g:expr, ($h:expr, $w0:expr, $pix:expr)) => {
+        match $g.k {
+            3 => by_width!($pix, conv_block_k::<3, $v>($out, $img, $taps, $bias, $g, ($h, $w0))),
+            5 => by_width!($pix, conv_block_k::<5, $v>($out, $img, $taps, $bias, $g, ($h, $w0))),
+            7 => by_width!($pix, conv_block_k::<7, $v>($out, $img, $taps, $bias, $g, ($h, $w0))),
+            _ => conv_pixels_scalar($out, $img, $taps, $bias, $g, ($h, $w0, $pix), 0),
+        }
+    };
+}
+
+/// [`conv_block`] compiled for AVX-512, with the lanes in registers.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_block_avx512(
+    out: &mut [MaybeUninit<f32>],
+    img: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    g: Geom,
+    (h, w0, pix): (usize, usize, usize),
+) {
+    conv_block_with!(Avx512, out, img, taps, bias, g, (h, w0, pix))
 }
 
 multiversion! {
-    /// One output row from the `k` zero-padded input rows it reads.
-    fn conv_row(out: &mut [f32], rows: &[&[f32]], taps: &[f32], bias: Option<&[f32]>, g: Geom) {
-        match g.k {
-            3 => conv_row_k::<3, FMA>(out, rows, taps, bias, g),
-            5 => conv_row_k::<5, FMA>(out, rows, taps, bias, g),
-            7 => conv_row_k::<7, FMA>(out, rows, taps, bias, g),
-            _ => conv_row_scalar(out, rows, taps, bias, g, 0),
-        }
+    /// [`conv_block`] with portable lanes (AVX2 and FMA where the CPU has them).
+    fn conv_block_portable(out: &mut [MaybeUninit<f32>], img: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom, at: (usize, usize, usize)) {
+        let (h, w0, pix) = at;
+        conv_block_with!(Portable<FMA>, out, img, taps, bias, g, (h, w0, pix))
     }
 }
 
-/// The `k` zero-padded input rows around an output row, kept as a ring so that consecutive
-/// output rows copy one new input row each instead of padding the whole image up front.
-struct RowWindow {
-    /// `k` buffers of `padded_w * C` values; the padding columns stay zero.
-    buffers: Vec<Vec<f32>>,
-    /// Which `(image, input row)` each buffer holds (rows outside the image are all zeros).
-    holds: Vec<Option<(usize, isize)>>,
+/// The `pix` output pixels from column `w0` of output row `h` of image `img`, `at = (h, w0,
+/// pix)`.
+fn conv_block(
+    out: &mut [MaybeUninit<f32>],
+    img: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
     g: Geom,
-}
-
-impl RowWindow {
-    fn new(g: Geom) -> Self {
-        Self { buffers: vec![vec![0f32; g.padded_w() * g.c]; g.k], holds: vec![None; g.k], g }
+    at: (usize, usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was just detected.
+        return unsafe { conv_block_avx512(out, img, taps, bias, g, at) };
     }
-
-    /// The padded input rows `h - p ..= h + p` of image `n`, loading those not yet held.
-    fn rows_for(&mut self, x: &[f32], n: usize, h: usize) -> Vec<&[f32]> {
-        let g = self.g;
-        let (k, p, row_len) = (g.k as isize, g.pad(), g.row_len());
-        let mut slots = Vec::with_capacity(g.k);
-        for i in 0..k {
-            let r = h as isize + i - p as isize;
-            let slot = r.rem_euclid(k) as usize;
-            if self.holds[slot] != Some((n, r)) {
-                let interior = &mut self.buffers[slot][p * g.c..][..row_len];
-                if (0..g.h as isize).contains(&r) {
-                    interior.copy_from_slice(&x[(n * g.h + r as usize) * row_len..][..row_len]);
-                } else {
-                    interior.fill(0.0);
-                }
-                self.holds[slot] = Some((n, r));
-            }
-            slots.push(slot);
-        }
-        slots.into_iter().map(|s| self.buffers[s].as_slice()).collect()
-    }
+    conv_block_portable(out, img, taps, bias, g, at)
 }
 
 /// A layer norm applied to each output pixel right after the convolution: `(weight, bias, eps)`.
 type RowNorm<'a> = Option<(&'a [f32], &'a [f32], f32)>;
 
-/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]`, parallel over rows,
-/// each row then normalized over channels if `norm` is given.
+/// `out[n,h,w,c] = bias[c] + sum_ij x[n, h+i-p, w+j-p, c] * taps[i, j, c]` (zero outside the
+/// image), each output pixel then normalized over channels if `norm` is given. The work is
+/// blocks of at most [`MAX_PIX`] pixels of a row (a row cut as evenly as that allows: 56 pixels
+/// are 7 blocks of 8, 28 are 4 of 7), dealt in runs of consecutive blocks over a few tasks per
+/// thread, so that ConvNeXt's 7-row last stage still keeps every thread busy.
 fn convolve(x: &[f32], taps: &[f32], bias: Option<&[f32]>, norm: RowNorm, g: Geom) -> Vec<f32> {
-    let row = g.row_len();
+    let (row, image) = (g.row_len(), g.h * g.row_len());
     let rows = g.n * g.h;
-    let mut out = vec![0f32; rows * row];
-    // A few runs of consecutive rows per thread, so that each run's window is reused.
-    let run = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
-    out.par_chunks_mut(run * row).enumerate().for_each(|(chunk, out_rows)| {
-        let mut window = RowWindow::new(g);
-        for (r, out_row) in out_rows.chunks_mut(row).enumerate() {
-            let global = chunk * run + r;
-            let (n, h) = (global / g.h, global % g.h);
-            conv_row(out_row, &window.rows_for(x, n, h), taps, bias, g);
+    let blocks = g.w.div_ceil(MAX_PIX);
+    let items = rows * blocks;
+    // block b of a row: columns w * b / blocks .. w * (b + 1) / blocks
+    let col = |b: usize| g.w * b / blocks;
+    let offset = |item: usize| (item / blocks) * row + col(item % blocks) * g.c;
+    let tasks = (4 * rayon::current_num_threads()).min(items).max(1);
+    // every element is written once below: no zero-fill first
+    let mut out = Vec::<f32>::with_capacity(rows * row);
+    let mut parts: Vec<(std::ops::Range<usize>, &mut [MaybeUninit<f32>])> = Vec::with_capacity(tasks);
+    let mut rest = &mut out.spare_capacity_mut()[..rows * row];
+    for t in 0..tasks {
+        let range = items * t / tasks..items * (t + 1) / tasks;
+        let end = if range.end == items { rows * row } else { offset(range.end) };
+        let (head, tail) = rest.split_at_mut(end - offset(range.start));
+        parts.push((range, head));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(range, part)| {
+        let start = offset(range.start);
+        for item in range {
+            let (r, b) = (item / blocks, item % blocks);
+            let (n, h, w0) = (r / g.h, r % g.h, col(b));
+            let pix = col(b + 1) - w0;
+            let o = &mut part[offset(item) - start..][..pix * g.c];
+            conv_block(o, &x[n * image..][..image], taps, bias, g, (h, w0, pix));
             if let Some((w, b, eps)) = norm {
-                norm_rows_in_place(out_row, w, b, eps);
+                // SAFETY: conv_block wrote every element of `o`.
+                norm_rows_in_place(unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) }, w, b, eps);
             }
         }
     });
+    // SAFETY: the tasks wrote every one of the rows * row elements.
+    unsafe { out.set_len(rows * row) };
     out
 }
 

@@ -69,8 +69,13 @@ fn comparison_catches_a_wrong_epsilon() {
 
 #[test]
 fn depthwise_conv_matches_kernel() {
-    for (k, c, seed) in [(7, 20, 10), (3, 32, 20), (5, 17, 30), (1, 8, 40)] {
-        let x = randn(&[2, 9, 11, c], seed);
+    // widths cut into blocks of every size the kernel has (11: 5 + 6; 16: 8 + 8; 19: 6 + 6 + 7;
+    // 1), heights smaller and larger than the kernel
+    let shapes = [[2, 9, 11], [1, 3, 16], [1, 5, 19], [1, 1, 1], [2, 9, 11], [1, 2, 16]];
+    for ((k, c, seed), [n, h, w]) in
+        [(7, 20, 10), (3, 32, 20), (5, 17, 30), (1, 8, 40), (7, 16, 60), (7, 48, 70)].into_iter().zip(shapes)
+    {
+        let x = randn(&[n, h, w, c], seed);
         let w = (randn(&[c, 1, k, k], seed + 1) * 0.3).unwrap();
         let b = randn(&[c], seed + 2);
         check(
