@@ -13,7 +13,7 @@
 
 use crate::cpu::as_f32;
 use crate::gelu::{gelu_rows, gelu_rows_in_place};
-use crate::gemm::{matmul_packed, matmul_packed_bf16, row_unit, Bf16Rows, PackedWeight, Precision};
+use crate::gemm::{matmul_packed, matmul_packed_bf16, row_unit, Bf16Rows, PackedWeight, Precision, SendPtr};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -68,34 +68,35 @@ impl CustomOp2 for MlpOp<'_> {
         let mlp = self.0;
         let (c, hidden) = mlp.w1.dims();
         let rows = y.len() / c.max(1);
-        let mut out = vec![0f32; rows * c];
+        // every element is written by a chunk's second multiply: no zero-fill first
+        let mut out = Vec::<f32>::with_capacity(rows * c);
         let bf16 = mlp.w1.precision() == Precision::Bf16;
         let threads = rayon::current_num_threads();
-        if rows < threads * MIN_ROWS_PER_TASK {
+        let tasks = if rows < threads * MIN_ROWS_PER_TASK {
             // few rows: one chunk, each multiply split over the threads by columns
-            if bf16 {
-                chunk_bf16(mlp, y, shortcut, &mut out, rows, true);
-            } else {
-                chunk_f32(mlp, y, shortcut, &mut out, rows, true);
-            }
-            return Ok((CpuStorage::F32(out), l1.shape().clone()));
-        }
-        let tasks = chunks(rows, hidden, row_unit(mlp.w1.precision()), threads);
-        let mut outs: Vec<&mut [f32]> = Vec::with_capacity(tasks.len());
-        let mut rest = out.as_mut_slice();
-        for &(_, len) in &tasks {
-            let (head, tail) = rest.split_at_mut(len * c);
-            outs.push(head);
-            rest = tail;
-        }
-        tasks.into_par_iter().zip(outs).for_each(|((start, len), o)| {
+            vec![(0, rows)]
+        } else {
+            chunks(rows, hidden, row_unit(mlp.w1.precision()), threads)
+        };
+        let parallel = tasks.len() == 1;
+        let base = SendPtr(out.as_mut_ptr());
+        let run = |&(start, len): &(usize, usize)| {
             let (yr, sr) = (&y[start * c..(start + len) * c], &shortcut[start * c..(start + len) * c]);
+            // SAFETY: the chunks' rows do not overlap and lie inside the rows x C of `out`.
+            let o = unsafe { base.get().add(start * c) };
             if bf16 {
-                chunk_bf16(mlp, yr, sr, o, len, false);
+                chunk_bf16(mlp, yr, sr, o, len, parallel);
             } else {
-                chunk_f32(mlp, yr, sr, o, len, false);
+                chunk_f32(mlp, yr, sr, o, len, parallel);
             }
-        });
+        };
+        if parallel {
+            run(&tasks[0]);
+        } else {
+            tasks.par_iter().for_each(run);
+        }
+        // SAFETY: the chunks wrote all rows x C elements.
+        unsafe { out.set_len(rows * c) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -125,7 +126,8 @@ fn chunks(rows: usize, hidden: usize, unit: usize, threads: usize) -> Vec<(usize
 }
 
 /// One chunk in f32: the same kernels, in the same order per element, as the separate ops.
-fn chunk_f32(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], rows: usize, parallel: bool) {
+/// `out` has room for `rows` x C floats that nobody else touches meanwhile; all get written.
+fn chunk_f32(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: *mut f32, rows: usize, parallel: bool) {
     let hidden = mlp.w1.dims().1;
     let mut h = Vec::<f32>::with_capacity(rows * hidden);
     // SAFETY: y holds rows x C, h room for rows x hidden, out rows x C floats; the multiply
@@ -134,19 +136,27 @@ fn chunk_f32(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], rows
         matmul_packed(rows, h.as_mut_ptr(), y.as_ptr(), &mlp.w1, parallel);
         h.set_len(rows * hidden);
     }
-    gelu_rows_in_place(&mut h, &mlp.b1);
-    // SAFETY: as above.
-    unsafe { matmul_packed(rows, out.as_mut_ptr(), h.as_ptr(), &mlp.w2, parallel) };
+    if parallel {
+        // the one chunk of few rows: its GELU shared by the threads too
+        let per_task = rows.div_ceil(rayon::current_num_threads()).max(1) * hidden;
+        h.par_chunks_mut(per_task).for_each(|part| gelu_rows_in_place(part, &mlp.b1));
+    } else {
+        gelu_rows_in_place(&mut h, &mlp.b1);
+    }
+    // SAFETY: as above; the multiply writes every element of `out`.
+    let out = unsafe {
+        matmul_packed(rows, out, h.as_ptr(), &mlp.w2, parallel);
+        std::slice::from_raw_parts_mut(out, rows * mlp.w2.dims().1)
+    };
     residual(out, shortcut, &mlp.b2, mlp.gamma.as_deref());
 }
 
-/// One chunk in bf16: both multiplies on bf16 rows, the GELU written as bf16.
-fn chunk_bf16(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], rows: usize, parallel: bool) {
+/// One chunk in bf16: both multiplies on bf16 rows, the GELU written as bf16. `out` as in
+/// [`chunk_f32`].
+fn chunk_bf16(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: *mut f32, rows: usize, parallel: bool) {
     let (c, hidden) = mlp.w1.dims();
     let mut a = Bf16Rows::zeros(rows, c);
-    for (i, row) in y.chunks_exact(c).enumerate() {
-        a.set_row(i, row);
-    }
+    a.fill_rows(rows, parallel, |i, row| row.copy_from_slice(&y[i * c..(i + 1) * c]));
     let mut h = Vec::<f32>::with_capacity(rows * hidden);
     // SAFETY: h has room for rows x hidden floats, every one written by the multiply.
     unsafe {
@@ -154,13 +164,12 @@ fn chunk_bf16(mlp: &PackedMlp, y: &[f32], shortcut: &[f32], out: &mut [f32], row
         h.set_len(rows * hidden);
     }
     let mut g = Bf16Rows::zeros(rows, hidden);
-    let mut row = vec![0f32; hidden];
-    for (i, hr) in h.chunks_exact(hidden).enumerate() {
-        gelu_rows(&mut row, hr, &mlp.b1);
-        g.set_row(i, &row);
-    }
-    // SAFETY: out has room for rows x C floats.
-    unsafe { matmul_packed_bf16(rows, out.as_mut_ptr(), &g, &mlp.w2, parallel) };
+    g.fill_rows(rows, parallel, |i, row| gelu_rows(row, &h[i * hidden..(i + 1) * hidden], &mlp.b1));
+    // SAFETY: out has room for rows x C floats, every one written by the multiply.
+    let out = unsafe {
+        matmul_packed_bf16(rows, out, &g, &mlp.w2, parallel);
+        std::slice::from_raw_parts_mut(out, rows * c)
+    };
     residual(out, shortcut, &mlp.b2, mlp.gamma.as_deref());
 }
 

@@ -35,10 +35,11 @@ pub(crate) fn exp_neg<const FMA: bool>(x: f32) -> f32 {
     p * f32::from_bits((k_int.wrapping_add(127) as u32) << 23)
 }
 
-/// `c[0] + x * (c[1] + x * (c[2] + ...))`.
+/// `c[0] + x * (c[1] + x * (c[2] + ...))`: one multiply-add per coefficient after the last.
 #[inline(always)]
 fn horner<const FMA: bool>(x: f32, c: &[f32]) -> f32 {
-    c.iter().rev().fold(0.0, |acc, &ci| fmadd::<FMA>(acc, x, ci))
+    let (&last, rest) = c.split_last().expect("at least one coefficient");
+    rest.iter().rev().fold(last, |acc, &ci| fmadd::<FMA>(acc, x, ci))
 }
 
 /// `1/sqrt(2)` and `1/sqrt(2*pi)`.

@@ -22,6 +22,11 @@ pub(super) const KC: usize = 256;
 /// Rows of the left-hand side one task packs and multiplies (a 144 x 256 block, 144 KiB, in L2).
 const MC: usize = 144;
 
+/// Floats of a pre-packed right-hand side (1 MiB, half a core's L2 here) past which its
+/// panels are fetched ahead of use (ConvNeXt-T's last two stages; below that the prefetches
+/// only cost instructions: measured 1-2% slower on the first stage's shapes).
+const STREAMED_FLOATS: usize = 1 << 18;
+
 /// A matrix operand: a pointer with its row and column strides (in elements).
 #[derive(Clone, Copy)]
 pub(super) struct Operand {
@@ -95,68 +100,95 @@ pub(super) unsafe fn matmul(
     };
     let mut packed_b = if shared_b && prepacked.is_none() { vec![0f32; panels * NR * KC.min(k)] } else { Vec::new() };
     let direct_a = lhs.cs == 1;
+    // a weight larger than a core's L2 comes from memory panel by panel
+    let streams = k * n > STREAMED_FLOATS;
     let dst = SendPtr(dst);
-    for pc in (0..k).step_by(KC) {
+    // One task's tiles over the block of `k` from `pc`, with `b_all` that block's panels where
+    // they are packed for every task.
+    let run = |pc: usize, b_all: &[f32], &(rb, p0): &(usize, usize)| {
         let kc = KC.min(k - pc);
         let first = pc == 0 && !accumulate;
-        let b_all: &[f32] = match (prepacked, rhs) {
-            (Some(data), _) => &data[panels * NR * pc..panels * NR * (pc + kc)],
-            (None, Rhs::Strided(op)) if shared_b => {
-                pack_rhs_panels(op, pc, kc, n, 0, &mut packed_b[..panels * NR * kc], threads);
-                &packed_b
-            }
-            _ => &[],
+        let (i0, mc, p1) = split.task(rb, p0);
+        let a_packed;
+        // (pointer, row stride, column stride) of the task's rows of the left-hand side
+        let a = if direct_a {
+            // SAFETY: row i0 lies inside the operand.
+            (unsafe { lhs.ptr.add(i0 * lhs.rs + pc) }, lhs.rs, 1)
+        } else {
+            let mut buf = vec![0f32; mc.div_ceil(MR) * MR * kc];
+            // SAFETY: the caller's contract.
+            unsafe { pack_lhs(lhs, i0, mc, pc, kc, &mut buf) };
+            a_packed = buf;
+            (a_packed.as_ptr(), 0, 0)
         };
-        let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc, p1) = split.task(rb, p0);
-            let a_packed;
-            // (pointer, row stride, column stride) of the task's rows of the left-hand side
-            let a = if direct_a {
-                // SAFETY: row i0 lies inside the operand.
-                (unsafe { lhs.ptr.add(i0 * lhs.rs + pc) }, lhs.rs, 1)
-            } else {
-                let mut buf = vec![0f32; mc.div_ceil(MR) * MR * kc];
-                // SAFETY: the caller's contract.
-                unsafe { pack_lhs(lhs, i0, mc, pc, kc, &mut buf) };
-                a_packed = buf;
-                (a_packed.as_ptr(), 0, 0)
+        let own_packing = match rhs {
+            Rhs::Strided(op) if !shared_b => Some(op),
+            _ => None,
+        };
+        let mut own_b = if own_packing.is_some() { vec![0f32; NR * kc] } else { Vec::new() };
+        for p in p0..p1 {
+            let cols = NR.min(n - p * NR);
+            let b = match own_packing {
+                Some(op) => {
+                    // SAFETY: the caller's contract.
+                    unsafe { pack_rhs_panels(op, pc, kc, n, p, &mut own_b, 1) };
+                    &own_b[..]
+                }
+                None => &b_all[p * NR * kc..(p + 1) * NR * kc],
             };
-            let own_packing = match rhs {
-                Rhs::Strided(op) if !shared_b => Some(op),
-                _ => None,
+            // the panel the task takes next, fetched while this one is in use: the next one of
+            // a pre-packed weight (whose panels stream from memory), else this one again
+            let next = match (prepacked, p + 1 < p1 && streams) {
+                (Some(_), true) => b_all[(p + 1) * NR * kc..].as_ptr(),
+                _ => b.as_ptr(),
             };
-            let mut own_b = if own_packing.is_some() { vec![0f32; NR * kc] } else { Vec::new() };
-            for p in p0..p1 {
-                let cols = NR.min(n - p * NR);
-                let b = match own_packing {
-                    Some(op) => {
-                        // SAFETY: the caller's contract.
-                        unsafe { pack_rhs_panels(op, pc, kc, n, p, &mut own_b, 1) };
-                        &own_b[..]
-                    }
-                    None => &b_all[p * NR * kc..(p + 1) * NR * kc],
-                };
-                for ir in 0..mc.div_ceil(MR) {
-                    let rows = MR.min(mc - ir * MR);
-                    // SAFETY: this task writes rows i0..i0+mc of columns p*NR..p*NR+cols, which no
-                    // other task of this block writes; the tile reads only inside the operands.
-                    unsafe {
-                        let c = dst.get().add((i0 + ir * MR) * drs + p * NR);
-                        if direct_a {
-                            let ap = a.0.add(ir * MR * a.1);
-                            tile(kc, ap, a.1, 1, b.as_ptr(), c, drs, rows, cols, !first);
-                        } else {
-                            let ap = a.0.add(ir * MR * kc);
-                            tile(kc, ap, 1, MR, b.as_ptr(), c, drs, rows, cols, !first);
-                        }
+            for ir in 0..mc.div_ceil(MR) {
+                let rows = MR.min(mc - ir * MR);
+                // SAFETY: this task writes rows i0..i0+mc of columns p*NR..p*NR+cols, which no
+                // other task writes; the tile reads only inside the operands.
+                unsafe {
+                    let c = dst.get().add((i0 + ir * MR) * drs + p * NR);
+                    if direct_a {
+                        let ap = a.0.add(ir * MR * a.1);
+                        tile(kc, ap, a.1, 1, (b.as_ptr(), next), c, drs, rows, cols, !first);
+                    } else {
+                        let ap = a.0.add(ir * MR * kc);
+                        tile(kc, ap, 1, MR, (b.as_ptr(), next), c, drs, rows, cols, !first);
                     }
                 }
             }
-        };
-        if threads > 1 && tasks.len() > 1 {
-            tasks.par_iter().for_each(run);
-        } else {
-            tasks.iter().for_each(run);
+        }
+    };
+    let parallel = threads > 1 && tasks.len() > 1;
+    match (prepacked, rhs) {
+        (None, Rhs::Strided(op)) if shared_b => {
+            // every task needs each block of `k` packed before it starts: one pass per block
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                pack_rhs_panels(op, pc, kc, n, 0, &mut packed_b[..panels * NR * kc], threads);
+                let b_all = &packed_b[..];
+                if parallel {
+                    tasks.par_iter().for_each(|t| run(pc, b_all, t));
+                } else {
+                    tasks.iter().for_each(|t| run(pc, b_all, t));
+                }
+            }
+        }
+        _ => {
+            // packed already, or by each task for itself: a task runs all blocks of `k` in turn,
+            // without waiting for the others between blocks
+            let all_blocks = |t: &(usize, usize)| {
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    let b_all = prepacked.map_or(&[][..], |data| &data[panels * NR * pc..panels * NR * (pc + kc)]);
+                    run(pc, b_all, t);
+                }
+            };
+            if parallel {
+                tasks.par_iter().for_each(all_blocks);
+            } else {
+                tasks.iter().for_each(all_blocks);
+            }
         }
     }
 }
@@ -318,7 +350,7 @@ unsafe fn tile(
     a: *const f32,
     ars: usize,
     acs: usize,
-    b: *const f32,
+    b: (*const f32, *const f32),
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -336,7 +368,7 @@ unsafe fn tile_rows<const R: usize>(
     a: *const f32,
     ars: usize,
     acs: usize,
-    b: *const f32,
+    (b, next): (*const f32, *const f32),
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -345,6 +377,8 @@ unsafe fn tile_rows<const R: usize>(
     let row: [*const f32; R] = std::array::from_fn(|i| a.add(i * ars));
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for q in 0..kc {
+        _mm_prefetch::<_MM_HINT_T1>(next.add(q * NR) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(next.add(q * NR + 16) as *const i8);
         let b0 = _mm512_loadu_ps(b.add(q * NR));
         let b1 = _mm512_loadu_ps(b.add(q * NR + 16));
         let off = q * acs;
@@ -489,17 +523,23 @@ pub(super) unsafe fn matmul_bf16(
     let split = Split::new(m, n, threads);
     let (panels, tasks) = (split.panels, &split.tasks);
     let dst = SendPtr(dst);
-    let mut offset = 0; // start of the current k block's panels in `b`
-    for pc in (0..k).step_by(KC) {
-        let kc = KC.min(k - pc);
-        let pairs = block_pairs(kc);
-        let block = &b[offset..offset + panels * NR * pairs];
-        offset += panels * NR * pairs;
-        let run = |&(rb, p0): &(usize, usize)| {
-            let (i0, mc, p1) = split.task(rb, p0);
+    // a task runs all blocks of `k` in turn (the weight is packed already: no task waits for
+    // another between blocks)
+    // bf16 values take half the bytes of f32 ones
+    let streams = k * n > 2 * STREAMED_FLOATS;
+    let run = |&(rb, p0): &(usize, usize)| {
+        let (i0, mc, p1) = split.task(rb, p0);
+        let mut offset = 0; // start of the current k block's panels in `b`
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let pairs = block_pairs(kc);
+            let block = &b[offset..offset + panels * NR * pairs];
+            offset += panels * NR * pairs;
             for p in p0..p1 {
                 let cols = NR.min(n - p * NR);
                 let bp = &block[p * NR * pairs..(p + 1) * NR * pairs];
+                // the next panel fetched ahead where the weight streams from memory (as in `matmul`)
+                let next = if streams && p + 1 < p1 { block[(p + 1) * NR * pairs..].as_ptr() } else { bp.as_ptr() };
                 for ir in 0..mc.div_ceil(MR) {
                     let rows = MR.min(mc - ir * MR);
                     // SAFETY: rows i0+ir*MR.. of `a` (row length k2) exist; this task alone writes
@@ -507,16 +547,16 @@ pub(super) unsafe fn matmul_bf16(
                     unsafe {
                         let ap = a.as_ptr().add((i0 + ir * MR) * k2 + pc);
                         let c = dst.get().add((i0 + ir * MR) * n + p * NR);
-                        tile_bf16(pairs, ap, k2, bp.as_ptr(), c, n, rows, cols, pc > 0);
+                        tile_bf16(pairs, ap, k2, (bp.as_ptr(), next), c, n, rows, cols, pc > 0);
                     }
                 }
             }
-        };
-        if threads > 1 && tasks.len() > 1 {
-            tasks.par_iter().for_each(run);
-        } else {
-            tasks.iter().for_each(run);
         }
+    };
+    if threads > 1 && tasks.len() > 1 {
+        tasks.par_iter().for_each(run);
+    } else {
+        tasks.iter().for_each(run);
     }
 }
 
@@ -527,7 +567,7 @@ unsafe fn tile_bf16(
     pairs: usize,
     a: *const u16,
     ars: usize,
-    b: *const u32,
+    b: (*const u32, *const u32),
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -544,7 +584,7 @@ unsafe fn tile_bf16_rows<const R: usize>(
     pairs: usize,
     a: *const u16,
     ars: usize,
-    b: *const u32,
+    (b, next): (*const u32, *const u32),
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -553,6 +593,8 @@ unsafe fn tile_bf16_rows<const R: usize>(
     let row: [*const u16; R] = std::array::from_fn(|i| a.add(i * ars));
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for q in 0..pairs {
+        _mm_prefetch::<_MM_HINT_T1>(next.add(q * NR) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(next.add(q * NR + 16) as *const i8);
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
         for i in 0..R {

@@ -7,6 +7,8 @@
 //! gradient went from 104 to 150 GFLOP/s (PyTorch: 166); in the whole training step it was
 //! slower (4.0-4.7 against 4.2-4.8 images/s, alternating runs), so the multiply stays one call.
 
+use rayon::prelude::*;
+
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
@@ -249,13 +251,28 @@ impl Bf16Rows {
         Self { data: vec![0; rows.div_ceil(32) * 32 * row_len], k, row_len }
     }
 
-    /// Row `i` from `values` (`k` of them), rounded to the nearest bf16.
-    pub(crate) fn set_row(&mut self, i: usize, values: &[f32]) {
-        assert_eq!(values.len(), self.k, "bf16 row length");
-        #[cfg(target_arch = "x86_64")]
-        avx512::row_to_bf16(values, &mut self.data[i * self.row_len..(i + 1) * self.row_len]);
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("bf16 rows exist only where AVX-512 BF16 runs");
+    /// Rows `0..rows`, row `i` computed in f32 by `fill(i, row)` (`k` values) and stored
+    /// rounded to bf16; the rows shared out over the rayon pool when `parallel`.
+    pub(crate) fn fill_rows(&mut self, rows: usize, parallel: bool, fill: impl Fn(usize, &mut [f32]) + Sync) {
+        assert!(rows <= self.capacity(), "{rows} bf16 rows past the capacity");
+        let (k, row_len) = (self.k, self.row_len);
+        let per_task = if parallel { rows.div_ceil(rayon::current_num_threads()).max(1) } else { rows.max(1) };
+        let task = |(t, part): (usize, &mut [u16])| {
+            let mut row = vec![0f32; k];
+            for (r, out) in part.chunks_exact_mut(row_len).enumerate() {
+                fill(t * per_task + r, &mut row);
+                #[cfg(target_arch = "x86_64")]
+                avx512::row_to_bf16(&row, out);
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("bf16 rows exist only where AVX-512 BF16 runs: {out:?}");
+            }
+        };
+        let data = &mut self.data[..rows * row_len];
+        if parallel {
+            data.par_chunks_mut(per_task * row_len).enumerate().for_each(task);
+        } else {
+            data.chunks_mut(per_task * row_len).enumerate().for_each(task);
+        }
     }
 
     /// How many rows it has room for.
