@@ -186,10 +186,12 @@ macro_rules! unroll {
 /// `LANES` channels as the forward kernel holds them: one AVX-512 register ([`Avx512`]), or
 /// an array the compiler vectorizes for the other builds ([`Portable`]).
 trait Lanes: Copy {
-    /// The `LANES` values at `p`.
+    /// The `LANES` values at `p`. Every value of the type comes from here, so that the safe
+    /// methods may rely on the CPU's instructions.
     ///
     /// # Safety
-    /// `p..p + LANES` lies inside one live `f32` allocation.
+    /// `p..p + LANES` lies inside one live `f32` allocation, and the CPU runs the instructions
+    /// of `Self` (AVX-512F for [`Avx512`]).
     unsafe fn load(p: *const f32) -> Self;
     /// Writes the values to `p..p + LANES`.
     ///
@@ -238,7 +240,7 @@ impl Lanes for Avx512 {
     }
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
-        // SAFETY: an `Avx512` exists only where AVX-512 was detected (see the type).
+        // SAFETY: an `Avx512` comes only from `load`, whose contract is a CPU with AVX-512F.
         Self(unsafe { std::arch::x86_64::_mm512_fmadd_ps(self.0, b.0, c.0) })
     }
 }
@@ -257,6 +259,7 @@ fn conv_block_k<const K: usize, const PIX: usize, V: Lanes>(
     g: Geom,
     (h, w0): (usize, usize),
 ) {
+    const { assert!(PIX + K - 1 <= 15, "unroll! covers 15 input columns") };
     let (c, w, p) = (g.c, g.w, K / 2);
     // The reads and writes below stay inside these bounds: input rows h + i - p in 0..H,
     // columns w0 + s - p in 0..W, channels c0..c0 + LANES <= c, output pixels q < PIX.
@@ -273,13 +276,14 @@ fn conv_block_k<const K: usize, const PIX: usize, V: Lanes>(
         for i in i_lo..i_hi {
             // SAFETY: tap (i, j) < K * K, channels c0..c0 + LANES (asserted above).
             let t: [V; K] = std::array::from_fn(|j| unsafe { V::load(taps.as_ptr().add((i * K + j) * c + c0)) });
-            let row = img[((h + i - p) * w + w0) * c + c0..].as_ptr();
+            // input row h + i - p, channel c0 (offset per column below, never outside the image)
+            let row = img[(h + i - p) * w * c + c0..].as_ptr();
             // unrolled by hand: with `S` a constant in each copy, the tap each output pixel
             // takes is known at compile time and the taps stay in registers
             unroll!(S in 0..PIX + K - 1 => {
                 if (s_lo..s_hi).contains(&S) {
                     // SAFETY: column w0 + S - p lies in 0..W (s_lo..s_hi), inside the image.
-                    let v = unsafe { V::load(row.add(S * c).sub(p * c)) };
+                    let v = unsafe { V::load(row.add((w0 + S - p) * c)) };
                     for (q, a) in acc.iter_mut().enumerate() {
                         let j = S.wrapping_sub(q);
                         if j < K {
@@ -373,7 +377,14 @@ unsafe fn conv_block_avx512(
 
 multiversion! {
     /// [`conv_block`] with portable lanes (AVX2 and FMA where the CPU has them).
-    fn conv_block_portable(out: &mut [MaybeUninit<f32>], img: &[f32], taps: &[f32], bias: Option<&[f32]>, g: Geom, at: (usize, usize, usize)) {
+    fn conv_block_portable(
+        out: &mut [MaybeUninit<f32>],
+        img: &[f32],
+        taps: &[f32],
+        bias: Option<&[f32]>,
+        g: Geom,
+        at: (usize, usize, usize),
+    ) {
         let (h, w0, pix) = at;
         conv_block_with!(Portable<FMA>, out, img, taps, bias, g, (h, w0, pix))
     }
@@ -390,8 +401,11 @@ fn conv_block(
     at: (usize, usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was just detected.
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the features it was compiled for were just detected.
         return unsafe { conv_block_avx512(out, img, taps, bias, g, at) };
     }
     conv_block_portable(out, img, taps, bias, g, at)

@@ -70,11 +70,11 @@ fn comparison_catches_a_wrong_epsilon() {
 #[test]
 fn depthwise_conv_matches_kernel() {
     // widths cut into blocks of every size the kernel has (11: 5 + 6; 16: 8 + 8; 19: 6 + 6 + 7;
-    // 1), heights smaller and larger than the kernel
-    let shapes = [[2, 9, 11], [1, 3, 16], [1, 5, 19], [1, 1, 1], [2, 9, 11], [1, 2, 16]];
-    for ((k, c, seed), [n, h, w]) in
-        [(7, 20, 10), (3, 32, 20), (5, 17, 30), (1, 8, 40), (7, 16, 60), (7, 48, 70)].into_iter().zip(shapes)
-    {
+    // 1), heights and widths smaller and larger than the kernel, a kernel size without a
+    // vectorized kernel (9)
+    let shapes = [[2, 9, 11], [1, 3, 16], [1, 5, 19], [1, 1, 1], [2, 9, 11], [1, 2, 16], [1, 4, 3], [1, 5, 12]];
+    let cases = [(7, 20, 10), (3, 32, 20), (5, 17, 30), (1, 8, 40), (7, 16, 60), (7, 48, 70), (7, 32, 80), (9, 16, 90)];
+    for ((k, c, seed), [n, h, w]) in cases.into_iter().zip(shapes) {
         let x = randn(&[n, h, w, c], seed);
         let w = (randn(&[c, 1, k, k], seed + 1) * 0.3).unwrap();
         let b = randn(&[c], seed + 2);

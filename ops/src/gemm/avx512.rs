@@ -22,9 +22,10 @@ pub(super) const KC: usize = 256;
 /// Rows of the left-hand side one task packs and multiplies (a 144 x 256 block, 144 KiB, in L2).
 const MC: usize = 144;
 
-/// Floats of a pre-packed right-hand side (1 MiB, half a core's L2 here) past which its
-/// panels are fetched ahead of use (ConvNeXt-T's last two stages; below that the prefetches
-/// only cost instructions: measured 1-2% slower on the first stage's shapes).
+/// Floats of a pre-packed right-hand side (1 MiB, half a core's L2 here) past which each tile
+/// fetches the task's next weight panel into L2 while it multiplies (ConvNeXt-T's last two
+/// stages). Below it the tile fetches its own panel again, a no-op that costs two instructions
+/// a step: fetching ahead there measured 1-2% slower on the first stage's shapes.
 const STREAMED_FLOATS: usize = 1 << 18;
 
 /// A matrix operand: a pointer with its row and column strides (in elements).
@@ -165,7 +166,8 @@ pub(super) unsafe fn matmul(
             // every task needs each block of `k` packed before it starts: one pass per block
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                pack_rhs_panels(op, pc, kc, n, 0, &mut packed_b[..panels * NR * kc], threads);
+                // SAFETY: the caller's contract.
+                unsafe { pack_rhs_panels(op, pc, kc, n, 0, &mut packed_b[..panels * NR * kc], threads) };
                 let b_all = &packed_b[..];
                 if parallel {
                     tasks.par_iter().for_each(|t| run(pc, b_all, t));
@@ -341,7 +343,8 @@ macro_rules! by_height {
 }
 
 /// One tile of `rows` (1 to `MR`) x `NR`: `c[rows x cols] = [c +] a · b`, where element
-/// `(i, q)` of `a` is at `a[i * ars + q * acs]` and `b` is a packed `[kc][NR]` panel. A tile of
+/// `(i, q)` of `a` is at `a[i * ars + q * acs]` and `b` is `(panel, next)`: the packed `[kc][NR]`
+/// panel, and the one to fetch into L2 meanwhile (the same one where none is worth it). A tile of
 /// fewer rows runs a kernel of exactly that many (ConvNeXt-T's last stage at batch 1 has 49 rows:
 /// four full tiles and one of a single row, which a full-height kernel would compute 12 times).
 #[allow(clippy::too_many_arguments)]
@@ -523,10 +526,10 @@ pub(super) unsafe fn matmul_bf16(
     let split = Split::new(m, n, threads);
     let (panels, tasks) = (split.panels, &split.tasks);
     let dst = SendPtr(dst);
-    // a task runs all blocks of `k` in turn (the weight is packed already: no task waits for
-    // another between blocks)
     // bf16 values take half the bytes of f32 ones
     let streams = k * n > 2 * STREAMED_FLOATS;
+    // a task runs all blocks of `k` in turn (the weight is packed already: no task waits for
+    // another between blocks)
     let run = |&(rb, p0): &(usize, usize)| {
         let (i0, mc, p1) = split.task(rb, p0);
         let mut offset = 0; // start of the current k block's panels in `b`
@@ -561,7 +564,8 @@ pub(super) unsafe fn matmul_bf16(
 }
 
 /// One tile of `rows` (1 to `MR`) x `NR` in bf16: `c = [c +] a · b` over `pairs` pairs of `k`,
-/// `a` rows `ars` bf16 apart, `b` a packed pair panel; as [`tile`], a kernel of exactly `rows`.
+/// `a` rows `ars` bf16 apart, `b` a packed pair panel and the one to fetch meanwhile; as
+/// [`tile`], a kernel of exactly `rows`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_bf16(
     pairs: usize,
